@@ -1,0 +1,3 @@
+"""Boutique Mesh: Online Boutique compatible gRPC services in Python."""
+
+__version__ = "0.1.0"

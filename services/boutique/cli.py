@@ -1,0 +1,82 @@
+"""`boutique` command line: serve one service, run the whole shop, load it.
+
+  boutique serve <name>        one service from the catalog (what containers run)
+  boutique run [--mtls]        every service on 127.0.0.1 (the local runner)
+  boutique loadgen ...         headless load against a frontend URL
+  boutique catalog             print the service catalog as the runner sees it
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from boutique import catalog as catalog_mod
+from boutique.runtime.config import ConfigError
+
+
+def definition_module(name: str):
+    """The Python module that implements catalog service `name`."""
+    svc = catalog_mod.default().get(name)
+    return importlib.import_module(f"boutique.{svc.module}")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        module = definition_module(args.name)
+    except catalog_mod.CatalogError as exc:
+        print(f"boutique serve: {exc}", file=sys.stderr)
+        return 2
+    if hasattr(module, "DEFINITION"):
+        from boutique.runtime.server import serve
+
+        return serve(module.DEFINITION)
+    return int(module.main() or 0)
+
+
+def _catalog(_args: argparse.Namespace) -> int:
+    cat = catalog_mod.default()
+    print(f"{'service':24} {'proto':5} {'port':>6} {'local':>6} {'metrics':>7}  callees")
+    for s in cat.services.values():
+        print(f"{s.name:24} {s.protocol:5} {s.port:>6} {s.local_port:>6} {s.local_metrics_port:>7}  "
+              f"{', '.join(s.callees) or '-'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="boutique", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = sub.add_parser("serve", help="serve one catalog service (config from env)")
+    p_serve.add_argument("name", help="catalog name, e.g. cartservice")
+    p_serve.set_defaults(func=_serve)
+
+    p_cat = sub.add_parser("catalog", help="print the service catalog")
+    p_cat.set_defaults(func=_catalog)
+
+    try:
+        from boutique import runner
+
+        runner.add_parser(sub)
+    except ImportError:  # pragma: no cover - runner not built yet
+        pass
+    try:
+        from boutique import loadgen
+
+        loadgen.add_parser(sub)
+    except ImportError:  # pragma: no cover - loadgen not built yet
+        pass
+
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, catalog_mod.CatalogError) as exc:
+        print(f"boutique {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Money arithmetic of the contract (section 2.12): Go's money package semantics.
+
+Division and remainder are Go's truncating ones, not Python's flooring // and %.
+"""
+
+from __future__ import annotations
+
+from boutique.proto import demo_pb2 as pb
+
+NANOS_PER_UNIT = 1_000_000_000
+NANOS_MAX = 999_999_999
+
+CURRENCY_SYMBOLS = {"USD": "$", "CAD": "$", "JPY": "¥", "EUR": "€", "TRY": "₺", "GBP": "£"}
+
+
+class MoneyError(ValueError):
+    """Invalid money value or mismatching currencies."""
+
+
+def _sign(x: int) -> int:
+    return (x > 0) - (x < 0)
+
+
+def is_valid(m: pb.Money) -> bool:
+    signs_match = m.nanos == 0 or m.units == 0 or _sign(m.nanos) == _sign(m.units)
+    return signs_match and -NANOS_MAX <= m.nanos <= NANOS_MAX
+
+
+def _trunc_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def _trunc_rem(a: int, b: int) -> int:
+    return a - b * _trunc_div(a, b)
+
+
+def add(left: pb.Money, right: pb.Money) -> pb.Money:
+    """Sum of two amounts of the same currency (Go money.Sum)."""
+    if not is_valid(left) or not is_valid(right):
+        raise MoneyError("one of the specified money values is invalid")
+    if left.currency_code != right.currency_code:
+        raise MoneyError("mismatching currency codes")
+    units = left.units + right.units
+    nanos = left.nanos + right.nanos
+    if (units == 0 or nanos == 0) or _sign(units) == _sign(nanos):
+        units += _trunc_div(nanos, NANOS_PER_UNIT)
+        nanos = _trunc_rem(nanos, NANOS_PER_UNIT)
+    elif units > 0:
+        units -= 1
+        nanos += NANOS_PER_UNIT
+    else:
+        units += 1
+        nanos -= NANOS_PER_UNIT
+    return pb.Money(currency_code=left.currency_code, units=units, nanos=nanos)
+
+
+def multiply(m: pb.Money, k: int) -> pb.Money:
+    """m added to itself k-1 times (Go MultiplySlow; k=0 returns m unchanged)."""
+    out = pb.Money(currency_code=m.currency_code, units=m.units, nanos=m.nanos)
+    for _ in range(max(k, 1) - 1):
+        out = add(out, m)
+    return out
+
+
+def zero(currency_code: str) -> pb.Money:
+    return pb.Money(currency_code=currency_code, units=0, nanos=0)
+
+
+def render(m: pb.Money) -> str:
+    """The frontend's renderMoney: symbol, units, '.', cents truncated (%02d)."""
+    symbol = CURRENCY_SYMBOLS.get(m.currency_code, "$")
+    return f"{symbol}{m.units}.{_trunc_div(m.nanos, 10_000_000):02d}"

@@ -1,0 +1,14 @@
+"""The shared service runtime: every service is built on these pieces.
+
+- config:  settings from the environment (contract env names), clear start-up errors
+- logs:    JSON log lines with service, method, status, duration, request id
+- metrics: Prometheus RED metrics for gRPC servers and clients, on a separate port
+- tls:     optional TLS / mutual TLS credentials from files
+- client:  channels to callees with deadlines and a retry policy (idempotent methods only)
+- server:  gRPC server bootstrap, health, reflection, graceful shutdown
+"""
+
+from boutique.runtime.config import ConfigError, ServiceConfig
+from boutique.runtime.server import ServiceContext, ServiceDefinition, serve
+
+__all__ = ["ConfigError", "ServiceConfig", "ServiceContext", "ServiceDefinition", "serve"]

@@ -1,0 +1,159 @@
+"""Prometheus RED metrics and access logs for gRPC servers and clients.
+
+Metric names follow the go-grpc-prometheus convention, so dashboards written for
+it work here:
+  grpc_server_handled_total{grpc_service, grpc_method, grpc_code}
+  grpc_server_handling_seconds{grpc_service, grpc_method}            (histogram)
+  grpc_client_handled_total{grpc_service, grpc_method, grpc_code}
+  grpc_client_handling_seconds{grpc_service, grpc_method}            (histogram)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import prometheus_client
+from prometheus_client import Counter, Histogram
+
+from boutique.runtime import logs
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+SERVER_HANDLED = Counter(
+    "grpc_server_handled_total", "RPCs completed on the server, by status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+SERVER_SECONDS = Histogram(
+    "grpc_server_handling_seconds", "Time to handle an RPC on the server.",
+    ["grpc_service", "grpc_method"], buckets=LATENCY_BUCKETS,
+)
+CLIENT_HANDLED = Counter(
+    "grpc_client_handled_total", "RPCs completed by clients, by status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+CLIENT_SECONDS = Histogram(
+    "grpc_client_handling_seconds", "Time from starting a client RPC to its status.",
+    ["grpc_service", "grpc_method"], buckets=LATENCY_BUCKETS,
+)
+
+_access = logging.getLogger("boutique.access")
+
+
+def split_method(full: str) -> tuple[str, str]:
+    """'/hipstershop.CartService/GetCart' -> ('hipstershop.CartService', 'GetCart')."""
+    _, _, rest = full.partition("/")
+    service, _, method = rest.partition("/")
+    return service, method
+
+
+def start_http_server(port: int, host: str = "") -> None:
+    """Serve /metrics on its own port; with PROMETHEUS_MULTIPROC_DIR, aggregate workers."""
+    if port == 0:
+        return
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        prometheus_client.start_http_server(port, addr=host or "0.0.0.0", registry=registry)
+    else:
+        prometheus_client.start_http_server(port, addr=host or "0.0.0.0")
+
+
+def _metadata_value(metadata: Any, key: str) -> str:
+    for item in metadata or ():
+        if item[0] == key:
+            return item[1] if isinstance(item[1], str) else item[1].decode()
+    return ""
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Times every unary call, counts it by status code, writes the access log,
+    and turns any unexpected exception into INTERNAL (never UNKNOWN)."""
+
+    def __init__(self, access_log: str = "all") -> None:
+        self.access_log = access_log
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # streaming (health Watch, reflection): passed through
+        service, method = split_method(details.method)
+        handled = {code: SERVER_HANDLED.labels(service, method, code.name) for code in grpc.StatusCode}
+        seconds = SERVER_SECONDS.labels(service, method)
+        inner = handler.unary_unary
+        access_log = self.access_log
+        full = details.method
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            md = context.invocation_metadata()
+            rid = _metadata_value(md, "x-request-id") or uuid.uuid4().hex
+            traceparent = _metadata_value(md, "traceparent")
+            rid_token = logs.request_id.set(rid)
+            tid_token = logs.trace_id.set(traceparent.split("-")[1] if traceparent.count("-") >= 3 else "")
+            code = grpc.StatusCode.OK
+            try:
+                response = await inner(request, context)
+                code = context.code() or grpc.StatusCode.OK
+                return response
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                _access.exception("unhandled error in %s", full, extra=logs.fields(method=full))
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error while handling {method}")
+            finally:
+                elapsed = time.perf_counter() - start
+                handled[code].inc()
+                seconds.observe(elapsed)
+                if access_log == "all" or (access_log == "errors" and code is not grpc.StatusCode.OK):
+                    _access.info(
+                        "%s %s", full, code.name,
+                        extra=logs.fields(method=full, status=code.name, duration_ms=round(elapsed * 1000, 3)),
+                    )
+                logs.request_id.reset(rid_token)
+                logs.trace_id.reset(tid_token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Client-side RED metrics, and request-id propagation to callees."""
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
+        rid = logs.request_id.get()
+        if rid:
+            metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
+            metadata.add("x-request-id", rid)
+            client_call_details = client_call_details._replace(metadata=metadata)
+        method = client_call_details.method
+        full = method.decode() if isinstance(method, bytes) else method
+        service, name = split_method(full)
+        start = time.perf_counter()
+        call = await continuation(client_call_details, request)
+        try:
+            await call
+            code = grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+        except Exception:
+            code = grpc.StatusCode.UNKNOWN
+        CLIENT_HANDLED.labels(service, name, code.name).inc()
+        CLIENT_SECONDS.labels(service, name).observe(time.perf_counter() - start)
+        return call

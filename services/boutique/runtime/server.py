@@ -1,0 +1,227 @@
+"""gRPC server bootstrap shared by every service.
+
+A service module declares a ServiceDefinition; `serve()` does the rest: config
+from env, JSON logs, metrics port, TLS, health (all SERVING once started) and
+reflection, the observing interceptor, graceful shutdown on SIGTERM/SIGINT
+(health NOT_SERVING, optional drain delay, in-flight calls finish within the
+grace period, exit 0), and optionally several worker processes sharing the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from boutique import catalog as catalog_mod
+from boutique.runtime import logs, metrics
+from boutique.runtime.client import Clients
+from boutique.runtime.config import ConfigError, ServiceConfig
+from boutique.runtime.tls import server_credentials
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """What a service module tells the runtime about itself."""
+
+    name: str  # catalog name, e.g. "cartservice"
+    grpc_service: str  # e.g. "hipstershop.CartService"
+    default_port: int  # the contract's port
+    add_servicer: Callable[[Any, Any], None]  # demo_pb2_grpc.add_XServicer_to_server
+    create: Callable[[ServiceContext], Any]  # returns the servicer (may be a coroutine)
+    callees: tuple[str, ...] = ()  # catalog names this service calls (checked against the catalog)
+
+
+@dataclass
+class ServiceContext:
+    """Handed to a service's `create`: its config, logger, env and callee stubs."""
+
+    config: ServiceConfig
+    env: Mapping[str, str]
+    log: logging.Logger
+    clients: Clients
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def stub(self, callee: str, stub_cls: type) -> Any:
+        return self.clients.stub(callee, stub_cls)
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        self._closers.append(closer)
+
+    async def close(self) -> None:
+        for closer in reversed(self._closers):
+            await closer()
+        await self.clients.close()
+
+
+class RunningService:
+    """A started server; `port` is the bound port (useful with PORT=0 in tests)."""
+
+    def __init__(self, server: grpc.aio.Server, port: int, ctx: ServiceContext,
+                 health_servicer: health.aio.HealthServicer) -> None:
+        self.server, self.port, self.ctx, self.health = server, port, ctx, health_servicer
+
+    async def shutdown(self) -> None:
+        cfg = self.ctx.config
+        self.ctx.log.info("shutting down: health NOT_SERVING, draining",
+                          extra=logs.fields(grace_s=cfg.shutdown_grace, drain_s=cfg.shutdown_drain))
+        await self.health.enter_graceful_shutdown()
+        if cfg.shutdown_drain:
+            await asyncio.sleep(cfg.shutdown_drain)
+        await self.server.stop(cfg.shutdown_grace)
+        await self.ctx.close()
+        self.ctx.log.info("stopped")
+
+
+async def start(defn: ServiceDefinition, config: ServiceConfig, env: Mapping[str, str],
+                catalog: catalog_mod.Catalog | None = None) -> RunningService:
+    """Build and start the server; returns once it accepts calls and reports SERVING."""
+    log = logging.getLogger(defn.name)
+    clients = Clients(catalog or catalog_mod.default(), env, config.tls)
+    ctx = ServiceContext(config=config, env=env, log=log, clients=clients)
+    for callee in defn.callees:
+        clients.address(callee)  # a missing/malformed address fails at start-up, naming the variable
+    servicer = defn.create(ctx)
+    if inspect.isawaitable(servicer):
+        servicer = await servicer
+    reuseport = 1 if os.environ.get("BOUTIQUE_REUSEPORT") == "1" else 0
+    server = grpc.aio.server(
+        interceptors=[metrics.ServerInterceptor(config.access_log)],
+        options=[("grpc.so_reuseport", reuseport), ("grpc.max_concurrent_streams", 1000)],
+    )
+    defn.add_servicer(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((defn.grpc_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    try:
+        if config.tls:
+            port = server.add_secure_port(config.listen_addr, server_credentials(config.tls))
+        else:
+            port = server.add_insecure_port(config.listen_addr)
+    except RuntimeError:
+        await ctx.close()
+        raise ConfigError(f"cannot listen on {config.listen_addr} (PORT={config.port}): address in use?") from None
+    await server.start()
+    for name in ("", defn.grpc_service):
+        await health_servicer.set(name, SERVING)
+    log.info("serving", extra=logs.fields(
+        address=f"{config.listen_host}:{port}", tls="mutual" if config.tls and config.tls.mutual
+        else "server" if config.tls else "off", metrics_port=config.metrics_port))
+    return RunningService(server, port, ctx, health_servicer)
+
+
+async def _serve_until_signal(defn: ServiceDefinition, config: ServiceConfig, env: Mapping[str, str]) -> None:
+    running = await start(defn, config, env)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await running.shutdown()
+
+
+def _supervise_workers(defn: ServiceDefinition, config: ServiceConfig) -> int:
+    """Run config.workers processes that share the port (SO_REUSEPORT); the
+    parent serves their aggregated metrics and forwards SIGTERM/SIGINT."""
+    log = logging.getLogger(defn.name)
+    with tempfile.TemporaryDirectory(prefix="boutique-metrics-") as mdir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = mdir
+        metrics.start_http_server(config.metrics_port)
+        child_env = dict(os.environ, BOUTIQUE_WORKERS="1", BOUTIQUE_REUSEPORT="1", METRICS_PORT="0")
+        children = [
+            subprocess.Popen([sys.executable, "-m", "boutique.cli", "serve", defn.name], env=child_env)
+            for _ in range(config.workers)
+        ]
+        log.info("supervising workers", extra=logs.fields(workers=config.workers,
+                                                           pids=[c.pid for c in children]))
+
+        def forward(signum: int, _frame: Any) -> None:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        codes = [child.wait() for child in children]
+    return max(codes)
+
+
+def serve(defn: ServiceDefinition, env: Mapping[str, str] | None = None) -> int:
+    """Entry point for `boutique serve <name>`: returns the process exit code."""
+    env = os.environ if env is None else env
+    try:
+        config = ServiceConfig.from_env(defn.name, defn.default_port, env)
+        logs.setup(defn.name, config.log_level)
+        if config.workers > 1:
+            return _supervise_workers(defn, config)
+        metrics.start_http_server(config.metrics_port)
+        asyncio.run(_serve_until_signal(defn, config, env))
+    except ConfigError as exc:
+        print(f"{defn.name}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the metrics port is taken
+        print(f"{defn.name}: cannot start: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+class BackgroundService:
+    """Runs one service on its own event loop in a thread (tests and benchmarks).
+
+    with BackgroundService(defn, {"PORT": "0", "METRICS_PORT": "0"}) as svc:
+        channel = grpc.insecure_channel(f"127.0.0.1:{svc.port}")
+    """
+
+    def __init__(self, defn: ServiceDefinition, env: Mapping[str, str] | None = None,
+                 catalog: catalog_mod.Catalog | None = None) -> None:
+        self.defn = defn
+        self.env = {"PORT": "0", "METRICS_PORT": "0", "LISTEN_ADDR": "127.0.0.1",
+                    "BOUTIQUE_ACCESS_LOG": "errors", **(env or {})}
+        self.catalog = catalog
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name=f"svc-{defn.name}")
+        self.running: RunningService | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.running is not None, "service not started"
+        return self.running.port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> BackgroundService:
+        self.thread.start()
+        config = ServiceConfig.from_env(self.defn.name, self.defn.default_port, self.env)
+        fut = asyncio.run_coroutine_threadsafe(start(self.defn, config, self.env, self.catalog), self.loop)
+        self.running = fut.result(timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self.running is not None:
+            asyncio.run_coroutine_threadsafe(self.running.shutdown(), self.loop).result(timeout=60)
+            self.running = None
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> BackgroundService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
