@@ -43,6 +43,10 @@ def add(left: pb.Money, right: pb.Money) -> pb.Money:
         raise MoneyError("mismatching currency codes")
     units = left.units + right.units
     nanos = left.nanos + right.nanos
+    # Deliberate fix: Go tests `(u == 0 && n == 0) || (u > 0 && n >= 0) || (u < 0 && n <= 0)`, so a
+    # sum whose units are 0 but nanos are not (0.3 + 0.2, 1.3 + -1.5) takes its borrow branch and
+    # comes out invalid ({1, -500000000}). Here units == 0 carries like matching signs, which
+    # gives the same result as Go wherever Go's result is valid.
     if (units == 0 or nanos == 0) or _sign(units) == _sign(nanos):
         units += _trunc_div(nanos, NANOS_PER_UNIT)
         nanos = _trunc_rem(nanos, NANOS_PER_UNIT)

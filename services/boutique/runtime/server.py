@@ -96,9 +96,13 @@ async def start(defn: ServiceDefinition, config: ServiceConfig, env: Mapping[str
     ctx = ServiceContext(config=config, env=env, log=log, clients=clients)
     for callee in defn.callees:
         clients.address(callee)  # a missing/malformed address fails at start-up, naming the variable
-    servicer = defn.create(ctx)
-    if inspect.isawaitable(servicer):
-        servicer = await servicer
+    try:
+        servicer = defn.create(ctx)
+        if inspect.isawaitable(servicer):
+            servicer = await servicer
+    except BaseException:
+        await ctx.close()  # close whatever the service opened before it failed
+        raise
     reuseport = 1 if os.environ.get("BOUTIQUE_REUSEPORT") == "1" else 0
     server = grpc.aio.server(
         interceptors=[metrics.ServerInterceptor(config.access_log)],
@@ -208,9 +212,13 @@ class BackgroundService:
 
     def start(self) -> BackgroundService:
         self.thread.start()
-        config = ServiceConfig.from_env(self.defn.name, self.defn.default_port, self.env)
-        fut = asyncio.run_coroutine_threadsafe(start(self.defn, config, self.env, self.catalog), self.loop)
-        self.running = fut.result(timeout=30)
+        try:
+            config = ServiceConfig.from_env(self.defn.name, self.defn.default_port, self.env)
+            fut = asyncio.run_coroutine_threadsafe(start(self.defn, config, self.env, self.catalog), self.loop)
+            self.running = fut.result(timeout=30)
+        except BaseException:
+            self.stop()  # no thread or loop outlives a failed start
+            raise
         return self
 
     def stop(self) -> None:

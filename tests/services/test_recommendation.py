@@ -1,0 +1,96 @@
+"""recommendationservice over real gRPC, with a real productcatalogservice (contract section 2.8)."""
+
+from __future__ import annotations
+
+import socket
+
+import grpc
+import pytest
+from boutique import productcatalog, recommendation
+from boutique.proto import demo_pb2 as pb
+from boutique.proto import demo_pb2_grpc as rpc
+from boutique.runtime.config import ConfigError
+from boutique.runtime.server import BackgroundService
+
+IDS = ["OLJCESPC7Z", "66VCHSJNUP", "1YMWWN1N4O", "L9ECAV7KIM", "2ZYFJ3GM2N", "0PUK6V6EV0", "LS4PSXUNUM",
+       "9SIQT8TOJO", "6E92ZMYYFZ"]
+
+
+@pytest.fixture(scope="module")
+def stub():
+    with BackgroundService(productcatalog.DEFINITION) as catalog, \
+            BackgroundService(recommendation.DEFINITION, {"PRODUCT_CATALOG_SERVICE_ADDR": catalog.address}) as svc, \
+            grpc.insecure_channel(svc.address) as channel:
+        yield rpc.RecommendationServiceStub(channel)
+
+
+def recommend(stub, *exclude: str) -> list[str]:
+    req = pb.ListRecommendationsRequest(user_id="u1", product_ids=list(exclude))
+    return list(stub.ListRecommendations(req, timeout=5).product_ids)
+
+
+def test_five_distinct_catalog_ids(stub):
+    got = recommend(stub)
+    assert len(got) == 5
+    assert len(set(got)) == 5
+    assert set(got) <= set(IDS)
+
+
+@pytest.mark.parametrize(("excluded", "expected_len"), [(IDS[:2], 5), (IDS[:4], 5), (IDS[:6], 3), (IDS[1:], 1)])
+def test_excludes_the_request_ids(stub, excluded, expected_len):
+    for _ in range(10):
+        got = recommend(stub, *excluded)
+        assert len(got) == expected_len == len(set(got))
+        assert not set(got) & set(excluded)
+        assert set(got) <= set(IDS)
+
+
+def test_single_candidate_left(stub):
+    assert recommend(stub, *IDS[1:]) == [IDS[0]]
+
+
+def test_empty_when_everything_is_excluded(stub):
+    assert recommend(stub, *IDS) == []
+    assert recommend(stub, *IDS, "UNKNOWN", IDS[0]) == []
+
+
+def test_unknown_and_duplicate_request_ids_are_harmless(stub):
+    got = recommend(stub, "NOT-A-PRODUCT", IDS[0], IDS[0])
+    assert len(got) == 5 and IDS[0] not in got
+
+
+def test_order_and_choice_are_random(stub):
+    results = {tuple(recommend(stub)) for _ in range(20)}
+    assert len(results) > 1
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when we leave: nothing listens there
+
+
+def test_catalog_down_is_unavailable_not_unknown():
+    env = {"PRODUCT_CATALOG_SERVICE_ADDR": f"127.0.0.1:{_closed_port()}"}
+    with BackgroundService(recommendation.DEFINITION, env) as svc, grpc.insecure_channel(svc.address) as channel:
+        stub = rpc.RecommendationServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            recommend(stub)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "productcatalogservice" in err.value.details()
+    assert "ListProducts" in err.value.details()
+
+
+def test_missing_catalog_address_stops_startup():
+    svc = BackgroundService(recommendation.DEFINITION, {})
+    try:
+        with pytest.raises(ConfigError, match="PRODUCT_CATALOG_SERVICE_ADDR"):
+            svc.start()
+    finally:
+        svc.stop()
+
+
+def test_pick_helper():
+    assert recommendation.pick(IDS, set(IDS)) == []
+    assert sorted(recommendation.pick(IDS, set(), k=20)) == sorted(IDS)
+    assert len(recommendation.pick(IDS + IDS, set())) == 5
