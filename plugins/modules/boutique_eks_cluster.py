@@ -279,7 +279,11 @@ def main():
         module.fail_json(msg=f"EKS cluster {name} is {cluster.get('status')}, not ACTIVE", **result_of(cluster, []))
 
     have = current_settings(cluster, wanted)
-    drift = [f"{key}: cluster has {have[key]!r}, inventory wants {wanted[key]!r}" for key in wanted if have[key] != wanted[key]]
+    drift = [
+        f"{key}: cluster has {have[key]!r}, inventory wants {wanted[key]!r}"
+        for key in wanted
+        if have[key] != wanted[key]
+    ]
 
     changed = False
     missing_tags = {k: v for k, v in params["tags"].items() if cluster.get("tags", {}).get(k) != v}

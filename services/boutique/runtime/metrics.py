@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
+from random import getrandbits as _random_bits
 from typing import Any
 
 import grpc
@@ -73,12 +73,74 @@ def _metadata_value(metadata: Any, key: str) -> str:
     return ""
 
 
+def _new_request_id() -> str:
+    """32 hex digits, like uuid4().hex, without a syscall per call."""
+    return f"{_random_bits(128):032x}"
+
+
+def observe_unary(handler: grpc.RpcMethodHandler, full_method: str, access_log: str = "all") -> grpc.RpcMethodHandler:
+    """Wrap a unary-unary handler ONCE: times every call, counts it by status code, writes the
+    access log, and turns any unexpected exception into INTERNAL (never UNKNOWN).
+
+    Everything that does not depend on the call (metric children, names) is resolved here or
+    on first use, so the per-call cost is a few attribute reads, two contextvar sets and the
+    metric updates."""
+    service, method = split_method(full_method)
+    # every code's series exists from the first call on (dashboards see 0, not a missing series)
+    handled = {code: SERVER_HANDLED.labels(service, method, code.name) for code in grpc.StatusCode}
+    observe_seconds = SERVER_SECONDS.labels(service, method).observe
+    inner = handler.unary_unary
+    log_all, log_errors = access_log == "all", access_log == "errors"
+    ok = grpc.StatusCode.OK
+    internal_message = f"internal error while handling {method}"
+    perf_counter = time.perf_counter
+    rid_var, tid_var = logs.request_id, logs.trace_id
+
+    async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start = perf_counter()
+        md = context.invocation_metadata()
+        rid = _metadata_value(md, "x-request-id") or _new_request_id()
+        traceparent = _metadata_value(md, "traceparent")
+        rid_token = rid_var.set(rid)
+        tid_token = tid_var.set(traceparent.split("-")[1] if traceparent.count("-") >= 3 else "")
+        code = ok
+        try:
+            response = await inner(request, context)
+            code = context.code() or ok
+            return response
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            _access.exception("unhandled error in %s", full_method, extra=logs.fields(method=full_method))
+            await context.abort(grpc.StatusCode.INTERNAL, internal_message)
+        finally:
+            elapsed = perf_counter() - start
+            handled[code].inc()
+            observe_seconds(elapsed)
+            if log_all or (log_errors and code is not ok):
+                _access.info(
+                    "%s %s", full_method, code.name,
+                    extra=logs.fields(method=full_method, status=code.name, duration_ms=round(elapsed * 1000, 3)),
+                )
+            rid_var.reset(rid_token)
+            tid_var.reset(tid_token)
+
+    return grpc.unary_unary_rpc_method_handler(
+        observed,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Times every unary call, counts it by status code, writes the access log,
-    and turns any unexpected exception into INTERNAL (never UNKNOWN)."""
+    """The same observation as an interceptor (for servers built elsewhere); the wrapped handler
+    is built once per method and reused."""
 
     def __init__(self, access_log: str = "all") -> None:
         self.access_log = access_log
+        self._cache: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -88,49 +150,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler  # streaming (health Watch, reflection): passed through
-        service, method = split_method(details.method)
-        handled = {code: SERVER_HANDLED.labels(service, method, code.name) for code in grpc.StatusCode}
-        seconds = SERVER_SECONDS.labels(service, method)
-        inner = handler.unary_unary
-        access_log = self.access_log
-        full = details.method
-
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.perf_counter()
-            md = context.invocation_metadata()
-            rid = _metadata_value(md, "x-request-id") or uuid.uuid4().hex
-            traceparent = _metadata_value(md, "traceparent")
-            rid_token = logs.request_id.set(rid)
-            tid_token = logs.trace_id.set(traceparent.split("-")[1] if traceparent.count("-") >= 3 else "")
-            code = grpc.StatusCode.OK
-            try:
-                response = await inner(request, context)
-                code = context.code() or grpc.StatusCode.OK
-                return response
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                _access.exception("unhandled error in %s", full, extra=logs.fields(method=full))
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error while handling {method}")
-            finally:
-                elapsed = time.perf_counter() - start
-                handled[code].inc()
-                seconds.observe(elapsed)
-                if access_log == "all" or (access_log == "errors" and code is not grpc.StatusCode.OK):
-                    _access.info(
-                        "%s %s", full, code.name,
-                        extra=logs.fields(method=full, status=code.name, duration_ms=round(elapsed * 1000, 3)),
-                    )
-                logs.request_id.reset(rid_token)
-                logs.trace_id.reset(tid_token)
-
-        return grpc.unary_unary_rpc_method_handler(
-            observed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        cached = self._cache.get(details.method)
+        if cached is None or cached[0] is not handler:
+            cached = self._cache[details.method] = (handler, observe_unary(handler, details.method, self.access_log))
+        return cached[1]
 
 
 class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):

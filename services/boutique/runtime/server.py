@@ -141,28 +141,47 @@ async def _serve_until_signal(defn: ServiceDefinition, config: ServiceConfig, en
 
 def _supervise_workers(defn: ServiceDefinition, config: ServiceConfig) -> int:
     """Run config.workers processes that share the port (SO_REUSEPORT); the
-    parent serves their aggregated metrics and forwards SIGTERM/SIGINT."""
+    parent serves their aggregated metrics and forwards SIGTERM/SIGINT.
+
+    A worker that exits while we are not stopping (a crash) takes the service
+    down: the others are stopped and the exit code is non-zero, so the
+    orchestrator restarts the whole service instead of it running degraded."""
     log = logging.getLogger(defn.name)
+    stopping = threading.Event()
+    children: list[subprocess.Popen[bytes]] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        stopping.set()
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    # handlers first: a signal during start-up must reach the workers, never orphan them
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
     with tempfile.TemporaryDirectory(prefix="boutique-metrics-") as mdir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = mdir
         metrics.start_http_server(config.metrics_port)
         child_env = dict(os.environ, BOUTIQUE_WORKERS="1", BOUTIQUE_REUSEPORT="1", METRICS_PORT="0")
-        children = [
-            subprocess.Popen([sys.executable, "-m", "boutique.cli", "serve", defn.name], env=child_env)
-            for _ in range(config.workers)
-        ]
+        for _ in range(config.workers):
+            if stopping.is_set():
+                break
+            children.append(subprocess.Popen([sys.executable, "-m", "boutique.cli", "serve", defn.name],
+                                             env=child_env))
         log.info("supervising workers", extra=logs.fields(workers=config.workers,
                                                            pids=[c.pid for c in children]))
-
-        def forward(signum: int, _frame: Any) -> None:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signum)
-
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
-        codes = [child.wait() for child in children]
-    return max(codes)
+        failed: subprocess.Popen[bytes] | None = None
+        while any(c.poll() is None for c in children):
+            if not stopping.is_set():
+                failed = next((c for c in children if c.returncode is not None), None)
+                if failed is not None:
+                    log.error("worker exited unexpectedly: stopping the service",
+                              extra=logs.fields(pid=failed.pid, code=failed.returncode))
+                    forward(signal.SIGTERM, None)
+            stopping.wait(0.2)
+        codes = [c.wait() for c in children]
+    code = failed.returncode if failed is not None else next((c for c in codes if c != 0), 0)
+    return code if code >= 0 else 1  # killed by a signal: 1
 
 
 def serve(defn: ServiceDefinition, env: Mapping[str, str] | None = None) -> int:

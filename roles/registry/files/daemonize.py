@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Start a command as a detached background daemon, record its pid, wait for a TCP port.
+
+  daemonize.py --pidfile F --logfile L --port P [--host H] [--wait S] -- command args...
+  daemonize.py --stop --pidfile F
+
+Exit 0 once host:port accepts connections; 1 (with the log's tail) if the command
+dies or the port stays closed. Used by the registry role (no shell: needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start(args: argparse.Namespace) -> int:
+    if not args.command:
+        print("daemonize: no command given after --", file=sys.stderr)
+        return 2
+    with open(args.logfile, "ab") as log:
+        proc = subprocess.Popen(args.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    with open(args.pidfile, "w") as f:
+        f.write(f"{proc.pid}\n")
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        if listening(args.host, args.port):
+            print(f"started pid {proc.pid}, listening on {args.host}:{args.port}")
+            return 0
+        time.sleep(0.2)
+    if proc.poll() is None:
+        proc.terminate()
+    with open(args.logfile, errors="replace") as f:
+        tail = f.read()[-2000:]
+    print(f"daemonize: {args.command[0]} did not listen on {args.host}:{args.port} within {args.wait}s;"
+          f" log {args.logfile}:\n{tail}", file=sys.stderr)
+    return 1
+
+
+def stop(args: argparse.Namespace) -> int:
+    try:
+        pid = int(open(args.pidfile).read().strip())
+    except (OSError, ValueError):
+        print("not running (no pidfile)")
+        return 0
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    os.unlink(args.pidfile)
+    print(f"stopped pid {pid}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pidfile", required=True)
+    parser.add_argument("--logfile", default=os.devnull)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--wait", type=float, default=30)
+    parser.add_argument("--stop", action="store_true")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    if args.command and args.command[0] == "--":
+        args.command = args.command[1:]
+    return stop(args) if args.stop else start(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

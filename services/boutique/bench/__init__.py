@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `python -m boutique.bench.services` measures the gRPC services."""

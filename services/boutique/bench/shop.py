@@ -1,0 +1,213 @@
+"""The shop benchmark: the whole shop driven through the frontend by our load generator.
+
+    python -m boutique.bench.shop --out artifacts/bench-shop.json     (`make bench`)
+
+Phases (each a headless Locust run, CSV statistics):
+  1. mix         the contract's traffic mix at a fixed user count: requests/s,
+                 p50/p95/p99 per route, errors, CPU seconds per request (the sum
+                 of every shop process's user+system time from /proc/<pid>/stat).
+  2. home        the home page only at --home-users concurrent users with no wait
+                 (throughput: home pages/s).
+  3. fan-out     the home page at --fanout-users users and a moderate pace, once
+                 with FRONTEND_FANOUT=concurrent and once with sequential (the
+                 frontend is restarted in between): the p50 ratio shows what the
+                 concurrent fan-out buys.
+
+Targets on a 2-core machine: home p50 concurrent <= 0.6 x sequential, zero errors,
+>= 100 home pages/s at 20 users. The figures depend on what else runs on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from boutique import loadgen
+from boutique.runner import PortInUseError, Shop, ShopError
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGET_RATIO = 0.6
+TARGET_HOME_RPS = 100.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its waited-for children, from /proc/<pid>/stat."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2:].split()
+    # fields[11..14] = utime, stime, cutime, cstime (stat fields 14..17)
+    return sum(int(x) for x in fields[11:15]) / CLK_TCK
+
+
+def shop_pids(shop: Shop) -> dict[str, int]:
+    pids = {name: pid for name in shop.names if (pid := shop.pid(name))}
+    redis = getattr(shop, "_redis", None)
+    if redis is not None and getattr(redis, "popen", None) is not None:
+        pids[shop.catalog.redis.name] = redis.popen.pid
+    return pids
+
+
+def shop_cpu(shop: Shop) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in shop_pids(shop).items()}
+
+
+def measure(shop: Shop, label: str, *, users: int, duration: str, wait: str, mix: str, csv_dir: Path,
+            ) -> dict[str, Any]:
+    """One Locust run with the shop's CPU use measured around it."""
+    print(f"--- {label}: {users} users, {duration}, wait {wait}s, mix {mix}", flush=True)
+    before, t0 = shop_cpu(shop), time.monotonic()
+    result = loadgen.run(shop.base_url, users, duration, wait=wait, mix=mix, csv_prefix=csv_dir / label,
+                         quiet=True)
+    elapsed = time.monotonic() - t0
+    after = shop_cpu(shop)
+    cpu = {name: round(after.get(name, 0.0) - before.get(name, 0.0), 3) for name in after}
+    total_cpu = sum(cpu.values())
+    agg = result.aggregated
+    out: dict[str, Any] = {
+        "users": users, "duration": duration, "wait_seconds": wait, "mix": mix,
+        "requests": result.requests, "failures": result.failure_count,
+        "requests_per_second": round(agg.rps, 1) if agg else 0.0,
+        "p50_ms": agg.p50 if agg else None, "p95_ms": agg.p95 if agg else None,
+        "p99_ms": agg.p99 if agg else None,
+        "routes": [asdict(r) for r in result.routes],
+        "cpu_seconds": {"total": round(total_cpu, 2), **cpu},
+        "cpu_seconds_per_request": round(total_cpu / result.requests, 5) if result.requests else None,
+        "wall_seconds": round(elapsed, 1),
+        "failure_samples": result.failures[:5],
+    }
+    return out
+
+
+def route(phase: dict[str, Any], name: str, method: str = "GET") -> dict[str, Any]:
+    for r in phase["routes"]:
+        if r["name"] == name and r["method"] == method:
+            return r
+    return {"requests": 0, "p50": None, "rps": 0.0}
+
+
+def print_phase(title: str, phase: dict[str, Any]) -> None:
+    print(f"\n{title}: {phase['requests']} requests, {phase['requests_per_second']} req/s, "
+          f"{phase['failures']} errors, {phase['cpu_seconds_per_request']} CPU s/request "
+          f"({phase['cpu_seconds']['total']} CPU s in {phase['wall_seconds']} s)")
+    print(f"  {'method':6} {'route':28} {'reqs':>7} {'fails':>5} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6}  (ms)")
+    for r in sorted(phase["routes"], key=lambda r: (r["name"], r["method"])):
+        print(f"  {r['method']:6} {r['name'][:28]:28} {r['requests']:>7} {r['failures']:>5} {r['rps']:>7.1f} "
+              f"{r['p50']:>6.0f} {r['p95']:>6.0f} {r['p99']:>6.0f}")
+
+
+def restart_frontend(shop: Shop, fanout: str) -> None:
+    shop.service_env.setdefault("frontend", {})["FRONTEND_FANOUT"] = fanout
+    shop.stop_service("frontend")
+    shop.start_service("frontend")
+
+
+def start_shop(port_offset: int | None) -> Shop:
+    env = {"BOUTIQUE_ACCESS_LOG": "errors"}
+    offsets = [port_offset] if port_offset is not None else [random.randrange(200, 5400) for _ in range(30)]
+    for offset in offsets:
+        shop = Shop(port_offset=offset, env=env)
+        try:
+            shop.check_ports()
+            return shop.start()
+        except PortInUseError:
+            shop.stop()
+    raise ShopError("no free port offset for the benchmark shop")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m boutique.bench.shop", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, type=Path, help="JSON results file")
+    p.add_argument("--users", type=int, default=20, help="users in the mix phase (default %(default)s)")
+    p.add_argument("--duration", default="30s", help="length of the mix phase (default %(default)s)")
+    p.add_argument("--wait", default="0.1,0.5", help="MIN,MAX wait between tasks in the mix (default %(default)s)")
+    p.add_argument("--home-users", type=int, default=20, help="users in the home throughput phase")
+    p.add_argument("--home-duration", default="20s")
+    p.add_argument("--fanout-users", type=int, default=50, help="users in the fan-out comparison")
+    p.add_argument("--fanout-duration", default="20s")
+    p.add_argument("--fanout-wait", default="0.5,1.5",
+                   help="MIN,MAX wait in the fan-out comparison: a pace the shop keeps up with, so the "
+                        "latency shows the call graph's critical path, not queueing (default %(default)s)")
+    p.add_argument("--port-offset", type=int, default=None, help="runner port offset (default: a free one)")
+    args = p.parse_args(argv)
+    for text in (args.duration, args.home_duration, args.fanout_duration):
+        try:
+            loadgen.duration_seconds(text)
+        except loadgen.LoadgenError as exc:
+            p.error(str(exc))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    csv_dir = args.out.parent / "bench-shop-csv"
+    csv_dir.mkdir(exist_ok=True)
+
+    try:
+        shop = start_shop(args.port_offset)
+    except ShopError as exc:
+        print(f"bench: the shop did not start: {exc}", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_at_start": os.getloadavg()},
+        "shop": {"base_url": shop.base_url, "redis": bool(shop.redis_port), "access_log": "errors"},
+    }
+    try:
+        # warm-up: channels connected, templates compiled, caches hot
+        loadgen.run(shop.base_url, 5, "5s", wait="0,0.1", mix="shop", quiet=True)
+        mix = measure(shop, "mix", users=args.users, duration=args.duration, wait=args.wait, mix="shop",
+                      csv_dir=csv_dir)
+        results["mix"] = mix
+        print_phase(f"Traffic mix at {args.users} users", mix)
+
+        home = measure(shop, "home", users=args.home_users, duration=args.home_duration, wait="0,0", mix="home",
+                       csv_dir=csv_dir)
+        results["home_throughput"] = home
+        home_rps = route(home, "/")["rps"]
+        print_phase(f"Home page at {args.home_users} users, no wait", home)
+
+        fan: dict[str, Any] = {}
+        for mode in ("concurrent", "sequential"):
+            if mode != "concurrent":
+                restart_frontend(shop, mode)
+            fan[mode] = measure(shop, f"fanout-{mode}", users=args.fanout_users, duration=args.fanout_duration,
+                                wait=args.fanout_wait, mix="home", csv_dir=csv_dir)
+            print_phase(f"Home page, fan-out {mode}, {args.fanout_users} users", fan[mode])
+        restart_frontend(shop, "concurrent")
+        p50_c, p50_s = route(fan["concurrent"], "/")["p50"], route(fan["sequential"], "/")["p50"]
+        ratio = round(p50_c / p50_s, 3) if p50_c and p50_s else None
+        results["fanout"] = {**fan, "p50_ratio_concurrent_to_sequential": ratio}
+    finally:
+        shop.stop()
+
+    errors = mix["failures"] + home["failures"] + sum(f["failures"] for f in fan.values())
+    verdict = {
+        "fanout_p50_ratio": ratio, "fanout_ratio_target": TARGET_RATIO,
+        "fanout_ratio_met": ratio is not None and ratio <= TARGET_RATIO,
+        "home_pages_per_second": home_rps, "home_rps_target": TARGET_HOME_RPS,
+        "home_rps_met": home_rps >= TARGET_HOME_RPS,
+        "errors": errors, "zero_errors": errors == 0,
+    }
+    results["summary"] = verdict
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print("\nSummary")
+    print(f"  mix: {mix['requests_per_second']} req/s, p50 {mix['p50_ms']} ms, p95 {mix['p95_ms']} ms, "
+          f"p99 {mix['p99_ms']} ms, {mix['failures']} errors, {mix['cpu_seconds_per_request']} CPU s/request")
+    print(f"  home page: {home_rps:.1f} pages/s at {args.home_users} users "
+          f"(target >= {TARGET_HOME_RPS:.0f}: {'met' if verdict['home_rps_met'] else 'NOT met'})")
+    print(f"  fan-out: home p50 concurrent {p50_c} ms vs sequential {p50_s} ms, ratio {ratio} "
+          f"(target <= {TARGET_RATIO}: {'met' if verdict['fanout_ratio_met'] else 'NOT met'})")
+    print(f"  errors: {errors}")
+    print(f"  results: {args.out}")
+    return 0 if errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Small operator tools the ops playbooks call (cart backup, gRPC/mTLS probe)."""

@@ -1,0 +1,89 @@
+"""Helpers and fixtures for the image tests: a Docker engine, the debootstrap base image,
+and a helper to run the docker CLI.
+
+Container networking here: the engine's default bridge works and `-p
+127.0.0.1:<port>:<container port>` publishes to loopback. Where a kernel has no
+netfilter, start the engine with BOUTIQUE_DOCKERD_ARGS="--iptables=false
+--bridge=none" and set BOUTIQUE_DOCKER_NETWORK=host: the tests then run
+containers with --network host and tell the service its port through PORT.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _root_conftest():
+    """tests/conftest.py loaded by path (every conftest.py is module "conftest" to pytest)."""
+    name = "_boutique_tests_root_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+ROOT: Path = _root_conftest().ROOT
+require_tool = _root_conftest().require_tool
+free_port = _root_conftest().free_port
+
+BASE_IMAGE = os.environ.get("BOUTIQUE_BASE_IMAGE", "boutique/base:bookworm")
+# Extra CA certificates pip needs inside the build (an intercepting proxy's CA):
+# the locally added CAs of this machine, unless BOUTIQUE_BUILD_CA_FILES names others.
+CA_GLOB = os.environ.get("BOUTIQUE_BUILD_CA_FILES", "/usr/local/share/ca-certificates/*.crt")
+NETWORK = os.environ.get("BOUTIQUE_DOCKER_NETWORK", "")  # "" = bridge + port publishing, or "host"
+
+
+def docker(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run the docker CLI; on failure the error shows the command and its output."""
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f"docker {' '.join(args[:3])} ... exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def extra_ca_text() -> str:
+    return "".join(open(p).read() for p in sorted(glob.glob(CA_GLOB)))
+
+
+def build_args(**extra: str) -> list[str]:
+    args = {"BASE_IMAGE": BASE_IMAGE, **extra}
+    ca = extra_ca_text()
+    if ca:
+        args["EXTRA_CA_CERTS"] = ca
+    out: list[str] = []
+    for key, value in args.items():
+        out += ["--build-arg", f"{key}={value}"]
+    return out
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[None]:
+    """A running engine (scripts/dockerd.sh starts one when none answers)."""
+    require_tool("dockerd", "the image tests build and run containers")
+    require_tool("docker", "the image tests build and run containers")
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "dockerd.sh")], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/dockerd.sh failed:\n{proc.stdout}\n{proc.stderr}")
+    yield
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_engine: None) -> str:
+    """The debootstrap base image (built once; cached in the engine afterwards)."""
+    require_tool("debootstrap", "the base image is made from Debian packages (no registry pulls here)")
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "base-image.sh"), BASE_IMAGE],
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/base-image.sh failed:\n{proc.stdout}\n{proc.stderr}")
+    return BASE_IMAGE

@@ -1,0 +1,186 @@
+"""The local runner (boutique.runner.Shop and `boutique run`) with real processes and sockets."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from boutique import catalog as catalog_mod
+from boutique.runner import PortInUseError, Shop, port_free
+from prometheus_client.parser import text_string_to_metric_families
+from runtime_samples import SAMPLES, place_order
+from runtime_shop import pick_offset
+
+pytestmark = [pytest.mark.slow]
+CAT = catalog_mod.default()
+GRPC_SERVICES = [s.name for s in CAT.grpc_services() if s.deploy]
+
+
+def scrape(target: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://{target}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def handled(target: str, service: str, method: str, code: str = "OK") -> float:
+    labels = tuple(sorted({"grpc_service": service, "grpc_method": method, "grpc_code": code}.items()))
+    return scrape(target).get(("grpc_server_handled_total", labels), 0.0)
+
+
+def test_shop_starts_every_deployable_service(shop: Shop) -> None:
+    assert shop.names, "nothing started"
+    missing = [n for n in GRPC_SERVICES if n not in shop.names]
+    assert not missing, f"backends not started by the runner: {missing} ({shop.skipped})"
+    assert "loadgenerator" not in shop.names  # deploy: false
+    for name in shop.names:
+        assert shop.pid(name), name
+        assert shop.address(name) == f"127.0.0.1:{CAT.get(name).local_port + shop.port_offset}"
+        assert shop.metrics_targets()[name] == f"127.0.0.1:{CAT.get(name).local_metrics_port + shop.port_offset}"
+    if "frontend" in shop.names:
+        with urllib.request.urlopen(f"{shop.base_url}/_healthz", timeout=5) as resp:
+            assert resp.status == 200
+
+
+def test_every_grpc_service_has_a_sample_request() -> None:
+    assert {CAT.get(n).grpc_service for n in GRPC_SERVICES} - set(SAMPLES) == {"hipstershop.CheckoutService"}
+
+
+@pytest.mark.parametrize("name", GRPC_SERVICES)
+def test_each_service_answers_and_counts_the_call(shop: Shop, name: str) -> None:
+    svc = CAT.get(name)
+    target = shop.metrics_targets()[name]
+    with shop.channel(name) as ch:
+        if name == "checkoutservice":
+            with shop.channel("cartservice") as cart_ch:
+                place_order(ch, cart_ch, lines=2)
+            method = "PlaceOrder"
+        else:
+            method = SAMPLES[svc.grpc_service](ch)
+    # metrics are served on the catalog's local metrics port + offset and count the call
+    assert handled(target, svc.grpc_service, method) >= 1
+
+
+def test_env_for_wires_callees_from_the_catalog(shop: Shop) -> None:
+    env = shop.env_for("checkoutservice")
+    assert env["PORT"] == str(CAT.get("checkoutservice").local_port + shop.port_offset)
+    assert env["LISTEN_ADDR"] == "127.0.0.1"
+    for callee in CAT.get("checkoutservice").callees:
+        assert env[CAT.get(callee).addr_env] == shop.address(callee)
+    cart_env = shop.env_for("cartservice")
+    if shop.redis_address:
+        assert cart_env["REDIS_ADDR"] == shop.redis_address
+        assert shop.redis_address.endswith(f":{CAT.redis.local_port + shop.port_offset}")
+    else:
+        assert "REDIS_ADDR" not in cart_env
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    offset = pick_offset(redis=False)
+    port = CAT.get("currencyservice").local_port + offset
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        shop = Shop(port_offset=offset, redis=False, log_dir=tmp_path)
+        with pytest.raises(PortInUseError, match=rf"currencyservice \(grpc\) needs 127\.0\.0\.1:{port}"):
+            shop.start()
+        assert shop.pid("currencyservice") is None  # nothing was started
+        cli = subprocess.run([sys.executable, "-m", "boutique.cli", "run", "--no-redis", "--port-offset",
+                              str(offset), "--log-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 2, cli.stderr
+    assert f"currencyservice (grpc) needs 127.0.0.1:{port}" in cli.stderr
+    assert "Traceback" not in cli.stderr
+
+
+def test_dead_service_is_reported_and_can_be_restarted(tmp_path: Path) -> None:
+    with Shop(port_offset=pick_offset(redis=False), redis=False, services=["currencyservice"],
+              log_dir=tmp_path) as shop:
+        pid = shop.pid("currencyservice")
+        assert pid
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        died: dict[str, int] = {}
+        while not died and time.monotonic() < deadline:
+            died = shop.exited()
+            time.sleep(0.05)
+        assert died == {"currencyservice": -signal.SIGKILL}
+        assert shop.exited() == {}  # reported once
+        shop.start_service("currencyservice")
+        with shop.channel("currencyservice") as ch:
+            assert SAMPLES["hipstershop.CurrencyService"](ch) == "Convert"
+        assert shop.stop_service("currencyservice") == 0  # graceful stop exits 0
+        assert port_free(shop.port("currencyservice"))
+
+
+def _table_pids(stdout_lines: list[str]) -> dict[str, int]:
+    pids = {}
+    for line in stdout_lines:
+        cols = line.split()
+        if len(cols) == 4 and cols[3].isdigit() and cols[1].startswith("127.0.0.1:"):
+            pids[cols[0]] = int(cols[3])
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): look at its state
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_boutique_run_stops_everything_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
+    offset = pick_offset()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "boutique.cli", "run", "--port-offset", str(offset), "--log-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=reader, daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"boutique run ended early:\n{''.join(seen)}{proc.stderr.read()}"
+            seen.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        else:
+            pytest.fail("boutique run did not report ready")
+        pids = _table_pids(seen)
+        assert set(GRPC_SERVICES) <= set(pids), seen
+        assert f"http://127.0.0.1:{CAT.get('frontend').local_port + offset}/" in "".join(seen)
+        assert all(_alive(p) for p in pids.values())
+        os.killpg(proc.pid, sig)  # what the terminal does on Ctrl-C: signal the foreground group
+        assert proc.wait(timeout=40) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    still = [n for n, p in pids.items() if _alive(p)]
+    assert not still, f"orphaned after {sig.name}: {still}"
+    shop = Shop(port_offset=offset)
+    shop.check_ports()  # every port is free again
+    assert (tmp_path / "currencyservice.log").stat().st_size > 0

@@ -1,0 +1,59 @@
+"""BOUTIQUE_WORKERS=N: N processes share the port, metrics are aggregated, a crashed worker
+takes the service down (no silent degraded mode), and stopping leaves no worker behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from boutique.runner import Shop, port_free
+from runtime_samples import SAMPLES
+from runtime_shop import pick_offset
+from test_runner import _alive, handled
+
+pytestmark = [pytest.mark.slow]
+
+
+def _workers(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def test_two_workers_serve_one_port_with_aggregated_metrics(tmp_path: Path) -> None:
+    env = {"currencyservice": {"BOUTIQUE_WORKERS": "2"}}
+    with Shop(port_offset=pick_offset(redis=False), redis=False, services=["currencyservice"], service_env=env,
+              log_dir=tmp_path) as shop:
+        supervisor = shop.pid("currencyservice")
+        assert supervisor
+        workers = _workers(supervisor)
+        assert len(workers) == 2
+        before = handled(shop.metrics_targets()["currencyservice"], "hipstershop.CurrencyService", "Convert")
+        for _ in range(30):  # new connections: the kernel spreads them over both workers
+            with shop.channel("currencyservice") as ch:
+                SAMPLES["hipstershop.CurrencyService"](ch)
+        after = handled(shop.metrics_targets()["currencyservice"], "hipstershop.CurrencyService", "Convert")
+        assert after - before == 30  # every worker's calls, summed by the supervisor's endpoint
+        assert shop.stop_service("currencyservice") == 0
+    assert not [w for w in workers if _alive(w)]
+    assert port_free(shop.port("currencyservice"))
+
+
+def test_a_crashed_worker_takes_the_service_down(tmp_path: Path) -> None:
+    env = {"currencyservice": {"BOUTIQUE_WORKERS": "2"}}
+    with Shop(port_offset=pick_offset(redis=False), redis=False, services=["currencyservice"], service_env=env,
+              log_dir=tmp_path) as shop:
+        supervisor = shop.pid("currencyservice")
+        assert supervisor
+        workers = _workers(supervisor)
+        os.kill(workers[0], signal.SIGKILL)
+        deadline, died = time.monotonic() + 15, {}
+        while not died and time.monotonic() < deadline:
+            died = shop.exited()
+            time.sleep(0.05)
+        assert died == {"currencyservice": 1}
+        assert not [w for w in workers if _alive(w)]
+        assert "worker exited unexpectedly" in shop.log_path("currencyservice").read_text()
