@@ -34,7 +34,7 @@ Deliberate differences from the original:
   * A cart line with quantity < 1 (the original cart stores those) is FAILED_PRECONDITION,
     before anything is priced or charged. The original multiplies by uint32(quantity): 0
     charges one unit, a negative quantity loops ~4 billion times.
-  * cost x quantity is computed in closed form (multiply below) with exactly MultiplySlow's
+  * cost x quantity is computed in closed form (money.multiply) with exactly MultiplySlow's
     result, so a large quantity cannot stall the service; an invalid Money or a currency
     mismatch from a callee is INTERNAL (the original panics).
   * Every callee call carries the remaining deadline of the incoming PlaceOrder (and the
@@ -57,7 +57,6 @@ from boutique.runtime import logs
 from boutique.runtime.server import ServiceContext, ServiceDefinition
 
 LINE_CONCURRENCY = 16
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 # grpc-go's codes.Code.String(), used to render `rpc error: code = X desc = Y` like the original.
@@ -91,29 +90,6 @@ def rpc_error(exc: grpc.aio.AioRpcError, code_name: str | None = None) -> str:
 def go_quote(text: str) -> str:
     """Go's %q for ordinary strings (double quotes, backslash escapes)."""
     return json.dumps(text, ensure_ascii=False)
-
-
-def multiply(m: pb.Money, k: int) -> pb.Money:
-    """Go MultiplySlow(m, k) (k-1 repeated Sums; k=0 returns m) in constant time.
-
-    For a valid Money every partial sum has the sign of m, so each Sum takes the
-    "signs agree" branch and the k-fold sum is simply the exact total, normalised with
-    truncating division: that is what is computed here. Invalid input fails like Sum.
-    """
-    if k < 0:
-        raise money.MoneyError(f"cannot multiply money by a negative quantity {k}")
-    if k <= 1:
-        return pb.Money(currency_code=m.currency_code, units=m.units, nanos=m.nanos)
-    if not money.is_valid(m):
-        raise money.MoneyError("one of the specified money values is invalid")
-    total = (m.units * money.NANOS_PER_UNIT + m.nanos) * k
-    units = abs(total) // money.NANOS_PER_UNIT
-    nanos = abs(total) - units * money.NANOS_PER_UNIT
-    if total < 0:
-        units, nanos = -units, -nanos
-    if not INT64_MIN <= units <= INT64_MAX:
-        raise money.MoneyError(f"{m.currency_code} amount x {k} is out of the int64 range")
-    return pb.Money(currency_code=m.currency_code, units=units, nanos=nanos)
 
 
 class StepFailed(Exception):
@@ -202,7 +178,7 @@ class CheckoutService(rpc.CheckoutServiceServicer):
         try:
             total = money.add(money.zero(currency), shipping_cost)
             for item in items:
-                total = money.add(total, multiply(item.cost, item.item.quantity))
+                total = money.add(total, money.multiply(item.cost, item.item.quantity))
         except money.MoneyError as exc:
             raise StepFailed(grpc.StatusCode.INTERNAL, f"failed to calculate the order total: {exc}") from None
 

@@ -9,6 +9,7 @@ from boutique.proto import demo_pb2 as pb
 
 NANOS_PER_UNIT = 1_000_000_000
 NANOS_MAX = 999_999_999
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 CURRENCY_SYMBOLS = {"USD": "$", "CAD": "$", "JPY": "¥", "EUR": "€", "TRY": "₺", "GBP": "£"}
 
@@ -60,7 +61,33 @@ def add(left: pb.Money, right: pb.Money) -> pb.Money:
 
 
 def multiply(m: pb.Money, k: int) -> pb.Money:
-    """m added to itself k-1 times (Go MultiplySlow; k=0 returns m unchanged)."""
+    """Go MultiplySlow(m, k) (k-1 repeated Sums; k=0 returns m) in constant time.
+
+    For a valid Money every partial sum has the sign of m, so each Sum takes the
+    "signs agree" branch and the k-fold sum is simply the exact total, normalised with
+    truncating division: that is what is computed here. Invalid input fails like Sum.
+    """
+    if k < 0:
+        raise MoneyError(f"cannot multiply money by a negative quantity {k}")
+    if k <= 1:
+        return pb.Money(currency_code=m.currency_code, units=m.units, nanos=m.nanos)
+    if not is_valid(m):
+        raise MoneyError("one of the specified money values is invalid")
+    total = (m.units * NANOS_PER_UNIT + m.nanos) * k
+    units = abs(total) // NANOS_PER_UNIT
+    nanos = abs(total) - units * NANOS_PER_UNIT
+    if total < 0:
+        units, nanos = -units, -nanos
+    if not INT64_MIN <= units <= INT64_MAX:
+        raise MoneyError(f"{m.currency_code} amount x {k} is out of the int64 range")
+    return pb.Money(currency_code=m.currency_code, units=units, nanos=nanos)
+
+
+def multiply_slow(m: pb.Money, k: int) -> pb.Money:
+    """The literal Go MultiplySlow: m added to itself k-1 times (k=0 returns m).
+
+    Kept as the reference `multiply` is proven equal to (tests/services/test_checkout.py).
+    """
     out = pb.Money(currency_code=m.currency_code, units=m.units, nanos=m.nanos)
     for _ in range(max(k, 1) - 1):
         out = add(out, m)

@@ -1,9 +1,11 @@
 """Channels to callees: address from the contract's env var, TLS when configured,
 a per-call deadline and a retry policy taken from the service catalog.
 
-Only methods the catalog marks idempotent get a retryPolicy (on UNAVAILABLE);
-every method gets the callee's timeout as its deadline. The policy travels in
-the standard gRPC service config, so grpcio enforces it, not our code.
+Only methods the catalog marks idempotent get a retryPolicy (on UNAVAILABLE), in
+the standard gRPC service config, so grpcio enforces it. Every call gets the
+callee's catalog timeout as its deadline (or the caller's, if shorter); the
+deadline is set per call by the client interceptor, not by the service config's
+"timeout", which grpcio 1.85 applies early by a random, per-process amount.
 """
 
 from __future__ import annotations
@@ -22,19 +24,12 @@ from boutique.runtime.tls import channel_credentials
 MAX_GRPC_ATTEMPTS = 5  # grpcio caps maxAttempts at 5
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
-
-
 def service_config(svc: Service) -> dict[str, Any]:
-    """The gRPC service config for calls to `svc` (deadline; retries if idempotent)."""
+    """The gRPC service config for calls to `svc`: a retry policy for idempotent methods."""
     configs: list[dict[str, Any]] = []
     for method in svc.methods:
-        entry: dict[str, Any] = {
-            "name": [{"service": svc.grpc_service, "method": method.name}],
-            "timeout": _seconds(svc.timeout),
-        }
         if method.idempotent and svc.retry_attempts > 0:
+            entry: dict[str, Any] = {"name": [{"service": svc.grpc_service, "method": method.name}]}
             entry["retryPolicy"] = {
                 "maxAttempts": min(svc.retry_attempts + 1, MAX_GRPC_ATTEMPTS),
                 "initialBackoff": "0.05s",
@@ -42,7 +37,7 @@ def service_config(svc: Service) -> dict[str, Any]:
                 "backoffMultiplier": 2,
                 "retryableStatusCodes": ["UNAVAILABLE"],
             }
-        configs.append(entry)
+            configs.append(entry)
     return {"methodConfig": configs}
 
 
@@ -68,7 +63,7 @@ class Clients:
                 ("grpc.enable_retries", 1),
                 ("grpc.keepalive_time_ms", 30_000),
             ]
-            interceptors = [ClientInterceptor()]
+            interceptors = [ClientInterceptor(svc.timeout)]
             if self.tls:
                 self._channels[callee] = grpc.aio.secure_channel(
                     addr, channel_credentials(self.tls), options=options, interceptors=interceptors

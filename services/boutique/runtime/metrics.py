@@ -157,9 +157,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
 
 class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    """Client-side RED metrics, and request-id propagation to callees."""
+    """Client-side RED metrics, the per-call deadline, and request-id propagation."""
+
+    def __init__(self, timeout: float | None = None) -> None:
+        self.timeout = timeout  # the callee's catalog timeout, in seconds
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
+        if self.timeout is not None and (client_call_details.timeout is None
+                                         or client_call_details.timeout > self.timeout):
+            client_call_details = client_call_details._replace(timeout=self.timeout)
         rid = logs.request_id.get()
         if rid:
             metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
