@@ -135,7 +135,8 @@ class Shop:
     services:    a subset of catalog names to start (default: every deployable one).
     env:         extra environment for every service (e.g. BOUTIQUE_ACCESS_LOG=errors).
     service_env: extra environment per service name (e.g. {"currencyservice": {"BOUTIQUE_WORKERS": "2"}}).
-    log_dir:     where <name>.log files go (default: a fresh temporary directory).
+    log_dir:     where <name>.log files go (default: a temporary directory, removed by stop() unless
+                 start() failed).
     out:         where progress and warnings are written (default: stderr).
     """
 
@@ -158,8 +159,11 @@ class Shop:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.out = out
-        self._own_log_dir = log_dir is None
-        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="boutique-run-logs-"))
+        self._own_log_dir = log_dir is None  # a temporary one: removed by stop() unless start() failed
+        self._keep_logs = False
+        # a temporary log dir is only named here; start() creates it (check_ports() alone leaves nothing)
+        self.log_dir = Path(log_dir) if log_dir else \
+            Path(tempfile.gettempdir()) / f"boutique-run-logs-{os.getpid()}-{random.getrandbits(48):012x}"
         deployable = [s.name for s in self.catalog.services.values() if s.deploy]
         if services is None:
             wanted = deployable
@@ -341,6 +345,7 @@ class Shop:
                     self._spawn(name, truncate=True)
                 self._wait_ready(self.names)
             except BaseException:
+                self._keep_logs = True  # the caller needs them to see why
                 self.stop()
                 raise
         return self
@@ -484,6 +489,8 @@ class Shop:
             for d in self._tmp_dirs:
                 shutil.rmtree(d, ignore_errors=True)
             self._tmp_dirs.clear()
+            if self._own_log_dir and self._started and not self._keep_logs:
+                shutil.rmtree(self.log_dir, ignore_errors=True)
             self.tls_dir = None if self.mtls else self.tls_dir
             with contextlib.suppress(Exception):
                 atexit.unregister(self.stop)
@@ -522,6 +529,10 @@ class Shop:
     def pid(self, name: str) -> int | None:
         proc = self._procs.get(name)
         return proc.popen.pid if proc else None
+
+    @property
+    def redis_pid(self) -> int | None:
+        return self._redis.popen.pid if self._redis is not None else None
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -585,7 +596,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         shop = Shop(port_offset=args.port_offset, mtls=args.mtls, redis=False if args.no_redis else "auto",
                     services=args.only or None, log_dir=log_dir.resolve(),
-                    env={"BOUTIQUE_ACCESS_LOG": args.access_log})
+                    env={"BOUTIQUE_ACCESS_LOG": args.access_log} if args.access_log else None)
     except ShopError as exc:
         print(f"boutique run: {exc}", file=sys.stderr)
         return 2
@@ -652,8 +663,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--only", action="append", metavar="NAME",
                    help="start only this catalog service (repeatable)")
     p.add_argument("--log-dir", type=Path, help="where <service>.log files go (default .work/run/logs)")
-    p.add_argument("--access-log", choices=("all", "errors", "off"), default="all",
-                   help="BOUTIQUE_ACCESS_LOG for every service (default all)")
+    p.add_argument("--access-log", choices=("all", "errors", "off"),
+                   help="BOUTIQUE_ACCESS_LOG for every service (default: inherited, else all)")
     p.add_argument("-f", "--follow", action="store_true", help="also print every service's log lines here")
     p.set_defaults(func=_run)
 

@@ -48,7 +48,8 @@ def docker(*args: str, check: bool = True, timeout: float = 900) -> subprocess.C
     """Run the docker CLI; on failure the error shows the command and its output."""
     proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        pytest.fail(f"docker {' '.join(args[:3])} ... exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        pytest.fail(f"docker {' '.join(args[:3])} ... exited {proc.returncode}:\n"
+                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 

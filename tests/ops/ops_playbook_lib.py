@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,8 +83,8 @@ def ansible_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def run_playbook(playbook: str, extra_vars: Mapping[str, Any] | None = None, *, check: bool = False,
                  diff: bool = False, inventory: str = "inventories/local", env: Mapping[str, str] | None = None,
-                 timeout: float = 300) -> PlaybookRun:
-    args = [str(VENV_BIN / "ansible-playbook"), "-i", inventory, playbook]
+                 timeout: float = 300, extra_args: Sequence[str] = ()) -> PlaybookRun:
+    args = [str(VENV_BIN / "ansible-playbook"), "-i", inventory, playbook, *extra_args]
     if extra_vars:
         args += ["-e", json.dumps(dict(extra_vars))]
     if check:

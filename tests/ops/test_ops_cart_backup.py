@@ -6,9 +6,8 @@ import base64
 import json
 
 import pytest
-from ops_playbook_lib import aws_vars, run_playbook
-
 from boutique.proto import demo_pb2
+from ops_playbook_lib import aws_vars, run_playbook
 
 pytestmark = [pytest.mark.slow]
 
@@ -26,11 +25,11 @@ def _seed(client) -> dict[bytes, dict[bytes, bytes]]:
     for user, items in carts.items():
         client.hset(user, mapping={"absexp": "-1", "sldexp": "-1", "data": _cart(user, items)})
     client.set("not-a-cart", "a string key is skipped")
-    return {k: client.hgetall(k) for k in client.keys() if client.type(k) == b"hash"}
+    return {k: client.hgetall(k) for k in client.scan_iter() if client.type(k) == b"hash"}
 
 
 def _hashes(client) -> dict[bytes, dict[bytes, bytes]]:
-    return {k: client.hgetall(k) for k in client.keys() if client.type(k) == b"hash"}
+    return {k: client.hgetall(k) for k in client.scan_iter() if client.type(k) == b"hash"}
 
 
 def test_backup_then_restore_into_an_empty_redis_gives_identical_carts(redis_pair, tmp_path):

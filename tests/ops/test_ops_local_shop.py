@@ -9,9 +9,8 @@ import re
 
 import httpx
 import pytest
-from ops_playbook_lib import run_playbook, start_shop
-
 from boutique import catalog as catalog_mod
+from ops_playbook_lib import run_playbook, start_shop
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -27,7 +26,8 @@ def shop():
 
 def test_smoke_test_buys_through_the_frontend(shop):
     run = run_playbook("playbooks/smoke-test.yml", {"smoke_base_url": shop.base_url}).assert_ok()
-    found = re.search(r"smoke test PASSED against (\S+): bought 2 x (\w+), order ([0-9a-f-]{36}), total (\S+)", run.flat)
+    found = re.search(r"smoke test PASSED against (\S+): bought 2 x (\w+), order ([0-9a-f-]{36}), total (\S+)",
+                      run.flat)
     assert found, run.output[-2000:]
     assert found.group(1) == shop.base_url
 

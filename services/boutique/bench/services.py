@@ -308,6 +308,7 @@ class Result:
     client_cpu_us_per_call: float  # the load client's CPU time per call, all client processes
     duration_s: float
     note: str = ""
+    cpu_us_per_call_by_service: dict[str, float] = field(default_factory=dict)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -317,13 +318,16 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[idx]
 
 
-def measure(pool: ClientPool, job: Job, rpc: str, service: str, workers: int, server_pids: list[int]) -> Result:
+def measure(pool: ClientPool, job: Job, rpc: str, service: str, workers: int,
+            server_pids: dict[str, list[int]]) -> Result:
+    """Run `job`; server_pids: service name -> its processes (CPU is summed over all of them)."""
     n = pool.start(job)
     # server CPU over exactly the measuring window
     time.sleep(max(0.0, job.start_at + job.warmup - time.monotonic()))
-    cpu0 = _cpu_seconds(server_pids)
+    before = {name: _cpu_seconds(pids) for name, pids in server_pids.items()}
     time.sleep(max(0.0, job.start_at + job.warmup + job.duration - time.monotonic()))
-    cpu1 = _cpu_seconds(server_pids)
+    by_service = {name: _cpu_seconds(pids) - before[name] for name, pids in server_pids.items()}
+    cpu0, cpu1 = 0.0, sum(by_service.values())
     parts = pool.collect(n)
     lat: list[float] = []
     errors: Counter[str] = Counter()
@@ -350,6 +354,8 @@ def measure(pool: ClientPool, job: Job, rpc: str, service: str, workers: int, se
                   server_cpu_us_per_call=round(1e6 * (cpu1 - cpu0) / len(lat), 1) if lat else float("nan"),
                   client_cpu_us_per_call=round(1e6 * client_cpu / len(lat), 1) if lat else float("nan"),
                   duration_s=round(duration, 2),
+                  cpu_us_per_call_by_service={k: round(1e6 * v / len(lat), 1) for k, v in by_service.items()}
+                  if lat and len(by_service) > 1 else {},
                   note="; ".join(dict.fromkeys(notes)))
 
 
@@ -382,13 +388,14 @@ def run_mode(pool: ClientPool, cat: catalog_mod.Catalog, args: argparse.Namespac
     with shop:
         print(f"\n== {workers} server process(es) per service; shop on port offset {shop.port_offset}; "
               f"logs in {shop.log_dir}", flush=True)
-        _fill_bench_cart(shop)
+        if "GetCart" in args.rpc:
+            _fill_bench_cart(shop)
         for rpc in args.rpc:
             svc = service_of(cat, rpc)
             job = Job(kind="unary", target=shop.address(svc.name), path=f"/{svc.grpc_service}/{rpc}",
                       payload=payloads[rpc]().SerializeToString(), concurrency=args.concurrency,
                       start_at=time.monotonic() + 0.5, warmup=args.warmup, duration=args.duration)
-            res = measure(pool, job, rpc, svc.name, workers, _process_tree(shop.pid(svc.name) or 0))
+            res = measure(pool, job, rpc, svc.name, workers, {svc.name: _process_tree(shop.pid(svc.name) or 0)})
             print(_row(res), flush=True)
             results.append(res)
         if args.orders:
@@ -401,10 +408,14 @@ def run_mode(pool: ClientPool, cat: catalog_mod.Catalog, args: argparse.Namespac
             job = Job(kind="order", target=shop.address(svc.name), path=f"/{svc.grpc_service}/PlaceOrder",
                       payload=b"", concurrency=args.order_concurrency, start_at=time.monotonic() + 0.5,
                       warmup=args.warmup, duration=args.duration)
-            pids = [p for n in shop.names for p in _process_tree(shop.pid(n) or 0)]
+            pids = {n: _process_tree(shop.pid(n) or 0) for n in shop.names}
+            if shop.redis_pid:
+                pids[cat.redis.name] = [shop.redis_pid]
             res = measure(pool, job, "PlaceOrder", svc.name, workers, pids)
             res.note = "; ".join(x for x in ("3-line carts, end to end; cpu = all services", res.note) if x)
             print(_row(res), flush=True)
+            print("    server CPU per order (us): " + ", ".join(
+                f"{k} {v:,.0f}" for k, v in sorted(res.cpu_us_per_call_by_service.items(), key=lambda kv: -kv[1])))
             results.append(res)
         for name, code in shop.exited().items():
             raise SystemExit(f"{name} died during the benchmark (exit {code}); see {shop.log_path(name)}")
@@ -449,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="calls in flight per RPC (default 16)")
     parser.add_argument("--order-concurrency", type=int, default=8, help="concurrent PlaceOrders (default 8)")
     parser.add_argument("--no-orders", dest="orders", action="store_false", help="skip PlaceOrder end to end")
+    parser.add_argument("--orders-only", action="store_true", help="only PlaceOrder end to end")
     parser.add_argument("--workers", default="1,2", help="server processes per service to try (default 1,2)")
     parser.add_argument("--client-procs", type=int, default=2, help="load-client processes (default 2)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per RPC (default 5)")
@@ -458,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="carts are pre-filled for this many PlaceOrders/s (default 400)")
     args = parser.parse_args(argv)
     cat = catalog_mod.default()
-    args.rpc = args.rpc or list(DEFAULT_RPCS)
+    args.rpc = [] if args.orders_only else (args.rpc or list(DEFAULT_RPCS))
+    args.orders = args.orders or args.orders_only
     payloads = _payloads()
     for rpc in args.rpc:
         if rpc not in payloads:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import re
 import subprocess
 import sys
@@ -139,7 +140,7 @@ def run(host: str, users: int, duration: str, *, spawn_rate: float | None = None
     if csv_prefix is None:
         tmp = tempfile.TemporaryDirectory(prefix="boutique-loadgen-")
         csv_prefix = Path(tmp.name) / "locust"
-    env = {**__import__("os").environ, "LOADGEN_WAIT": f"{lo},{hi}", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "LOADGEN_WAIT": f"{lo},{hi}", "PYTHONUNBUFFERED": "1"}
     cmd = locust_command(host.rstrip("/"), users, rate, duration, mix, csv_prefix)
     try:
         proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL if quiet else None,
@@ -169,7 +170,12 @@ def _main(args: argparse.Namespace) -> int:
         print(f"boutique loadgen: only {result.requests} requests (< --min-requests {args.min_requests})",
               file=sys.stderr)
         return 1
-    if result.failure_count and not args.allow_failures:
+    if args.allow_failures:
+        return 0
+    if result.failure_count:
+        return 1
+    if result.returncode != 0:  # Locust itself saw failures or errors the CSV did not show
+        print(f"boutique loadgen: locust exited with code {result.returncode}", file=sys.stderr)
         return 1
     return 0
 

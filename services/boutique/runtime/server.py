@@ -179,9 +179,13 @@ def _supervise_workers(defn: ServiceDefinition, config: ServiceConfig) -> int:
                               extra=logs.fields(pid=failed.pid, code=failed.returncode))
                     forward(signal.SIGTERM, None)
             stopping.wait(0.2)
+        # a worker still starting up when we forwarded SIGTERM/SIGINT dies of it: that is a clean stop
         codes = [c.wait() for c in children]
-    code = failed.returncode if failed is not None else next((c for c in codes if c != 0), 0)
-    return code if code >= 0 else 1  # killed by a signal: 1
+        stop_codes = {0, -signal.SIGTERM, -signal.SIGINT}
+    if failed is not None:
+        return failed.returncode if failed.returncode > 0 else 1
+    code = next((c for c in codes if c not in stop_codes), 0)
+    return code if code >= 0 else 1  # killed by another signal: 1
 
 
 def serve(defn: ServiceDefinition, env: Mapping[str, str] | None = None) -> int:

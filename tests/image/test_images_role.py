@@ -1,0 +1,249 @@
+"""The images stage (playbooks/site/images.yml, roles images + registry) on the
+local inventory: every deployable catalog service is built from the Dockerfile,
+pushed to the embedded loopback registry, recorded by digest; a re-run changes
+nothing; every pushed image, pulled by digest, runs hardened and is healthy.
+
+The build context is a snapshot of the repository's image inputs in a fresh git
+repository (one commit), so the run sees a clean work tree and nothing edited
+meanwhile in the checkout can change what is built between the two runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from boutique import catalog as catalog_mod
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from image_lib import ROOT, docker, free_port, require_tool
+
+pytestmark = [pytest.mark.slow]
+
+CATALOG = catalog_mod.default()
+DEPLOYABLE = [s for s in CATALOG.services.values() if s.deploy]
+HARDENED = ["--user", "1000:1000", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges"]
+PREFIX = "boutique-mesh"
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+])
+IMAGE_INPUTS = ["Dockerfile", ".dockerignore", "requirements-runtime.txt", "group_vars/all/catalog.yml",
+                "scripts/base-image.sh"]
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=pytest", "-c", "user.email=pytest@localhost",
+                           "-c", "commit.gpgsign=false", *args], cwd=cwd, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def snapshot_context(dest: Path) -> str:
+    """Copy the image inputs into dest, commit them; returns the short sha."""
+    for rel in IMAGE_INPUTS:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest / rel)
+    shutil.copytree(ROOT / "services" / "boutique", dest / "services" / "boutique",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "image inputs snapshot")
+    return git(dest, "rev-parse", "--short=12", "HEAD")
+
+
+class Run:
+    def __init__(self, proc: subprocess.CompletedProcess[str], seconds: float) -> None:
+        self.proc, self.seconds = proc, seconds
+        self.output = proc.stdout + proc.stderr
+
+    def recap(self, key: str) -> int:
+        m = re.search(rf"localhost\s*:.*\b{key}=(\d+)", self.output)
+        assert m, f"no PLAY RECAP in the output:\n{self.output[-3000:]}"
+        return int(m.group(1))
+
+
+def run_playbook(extra: dict[str, object], tmp: Path) -> Run:
+    vars_file = tmp / f"extra-{time.monotonic_ns()}.json"
+    vars_file.write_text(json.dumps(extra))
+    env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0")
+    started = time.monotonic()
+    proc = subprocess.run(["ansible-playbook", "-i", "inventories/local", "playbooks/site/images.yml",
+                           "-e", f"@{vars_file}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    return Run(proc, time.monotonic() - started)
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator[dict[str, object]]:
+    """Run the images stage twice on a clean snapshot; stop the registry afterwards."""
+    require_tool("docker-registry", "the local inventory pushes to the embedded registry")
+    tmp = tmp_path_factory.mktemp("images-stage")
+    context = tmp / "context"
+    context.mkdir()
+    sha = snapshot_context(context)
+    port = free_port()
+    extra = {
+        "registry_port": port,
+        "registry_state_dir": str(tmp / "registry"),
+        "images_context": str(context),
+        "boutique_images_file": str(tmp / "images.json"),
+        "boutique_images_base_image": base_image,
+        "boutique_images_allow_dirty": False,
+        "boutique_images_required": True,
+    }
+    first = run_playbook(extra, tmp)
+    second = run_playbook(extra, tmp) if first.proc.returncode == 0 else None
+    print(f"\nimages stage: first run {first.seconds:.0f}s, no-change run "
+          f"{second.seconds if second else float('nan'):.0f}s")
+    try:
+        yield {"first": first, "second": second, "port": port, "sha": sha, "tmp": tmp, "extra": extra,
+               "refs_file": tmp / "images.json"}
+    finally:
+        pidfile = tmp / "registry" / "registry.pid"
+        if pidfile.exists():
+            subprocess.run([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "roles/registry/files/daemonize.py"),
+                            "--stop", "--pidfile", str(pidfile)], check=False, capture_output=True)
+
+
+def registry_get(port: int, path: str, method: str = "GET") -> tuple[dict[str, str], bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers={"Accept": MANIFEST_TYPES})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return dict(resp.headers), resp.read()
+
+
+@pytest.mark.docker
+def test_first_run_builds_pushes_and_records_every_deployable_service(stage: dict) -> None:
+    first = stage["first"]
+    assert first.proc.returncode == 0, first.output[-5000:]
+    assert first.recap("changed") > 0
+    refs = json.loads(stage["refs_file"].read_text())
+    assert sorted(refs) == sorted(s.name for s in DEPLOYABLE)
+    for name, ref in refs.items():
+        assert re.fullmatch(rf"127\.0\.0\.1:{stage['port']}/{PREFIX}/{name}@sha256:[0-9a-f]{{64}}", ref), ref
+
+
+@pytest.mark.docker
+def test_registry_api_lists_the_images_with_the_recorded_digests(stage: dict) -> None:
+    port, sha = stage["port"], stage["sha"]
+    refs = json.loads(stage["refs_file"].read_text())
+    _, body = registry_get(port, "/v2/_catalog")
+    assert sorted(json.loads(body)["repositories"]) == sorted(f"{PREFIX}/{s.name}" for s in DEPLOYABLE)
+    for name, ref in refs.items():
+        digest = ref.split("@", 1)[1]
+        _, body = registry_get(port, f"/v2/{PREFIX}/{name}/tags/list")
+        assert sorted(json.loads(body)["tags"]) == sorted([sha, f"local-{sha}"])
+        for tag in (sha, f"local-{sha}"):
+            headers, _ = registry_get(port, f"/v2/{PREFIX}/{name}/manifests/{tag}", method="HEAD")
+            assert headers["Docker-Content-Digest"] == digest, (name, tag)
+
+
+@pytest.mark.docker
+def test_second_run_without_source_changes_changes_nothing(stage: dict) -> None:
+    second = stage["second"]
+    assert second is not None and second.proc.returncode == 0, (second or stage["first"]).output[-5000:]
+    assert second.recap("changed") == 0, re.findall(r"changed: \[localhost\].*", second.output)
+    assert json.loads(stage["refs_file"].read_text()) == json.loads(stage["refs_file"].read_text())
+
+
+def wait_healthy(svc: catalog_mod.Service, port: int, timeout: float = 40) -> str:
+    deadline, last = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        try:
+            if svc.is_grpc:
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                    status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return "SERVING"
+                last = str(status)
+            else:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return "200"
+                    last = str(resp.status)
+        except (grpc.RpcError, OSError) as exc:
+            last = str(exc)[:200]
+        time.sleep(0.5)
+    return f"not healthy: {last}"
+
+
+@pytest.mark.docker
+def test_each_pushed_image_pulled_by_digest_runs_hardened_and_is_healthy(stage: dict) -> None:
+    refs = json.loads(stage["refs_file"].read_text())
+    started: dict[str, tuple[str, int]] = {}
+    try:
+        for svc in DEPLOYABLE:
+            ref = refs[svc.name]
+            docker("pull", "--quiet", ref)
+            port = free_port()
+            env: list[str] = []
+            for callee in svc.callees:
+                if callee in CATALOG.services and CATALOG.get(callee).addr_env:
+                    env += ["-e", f"{CATALOG.get(callee).addr_env}=127.0.0.1:9"]
+            name = f"boutique-pytest-{svc.name}-{port}"
+            docker("run", "-d", "--name", name, *HARDENED, *env, "-p", f"127.0.0.1:{port}:{svc.port}", ref)
+            started[svc.name] = (name, port)
+        results = {svc.name: wait_healthy(svc, started[svc.name][1]) for svc in DEPLOYABLE}
+        bad = {n: r for n, r in results.items() if r not in {"SERVING", "200"}}
+        for n in bad:
+            bad[n] += "\n" + docker("logs", "--tail", "15", started[n][0], check=False).stderr
+        assert not bad, bad
+        users = {n: docker("inspect", "-f", "{{.Config.User}}", c).stdout.strip() for n, (c, _) in started.items()}
+        assert set(users.values()) == {"1000:1000"}
+    finally:
+        for name, _ in started.values():
+            docker("rm", "-f", name, check=False)
+
+
+@pytest.mark.docker
+def test_a_dirty_work_tree_is_refused_unless_allowed(stage: dict) -> None:
+    tmp = stage["tmp"]
+    (tmp / "context" / "services" / "boutique" / "scratch.py").write_text("# uncommitted\n")
+    try:
+        run = run_playbook({**stage["extra"], "boutique_images_file": str(tmp / "dirty.json")}, tmp)
+        assert run.proc.returncode != 0
+        assert "has uncommitted or untracked changes" in run.output
+        assert "services/boutique/scratch.py" in run.output
+        assert not (tmp / "dirty.json").exists()
+    finally:
+        (tmp / "context" / "services" / "boutique" / "scratch.py").unlink()
+
+
+NO_ENGINE = {
+    "boutique_images_registry_embedded": False,
+    "boutique_images_registry": "registry.example.com",
+    "images_registry_auth": "none",
+    "images_docker_host": "unix:///nonexistent/docker.sock",
+}
+
+
+def test_without_a_docker_engine_the_stage_warns_once_and_sets_no_refs(tmp_path: Path) -> None:
+    run = run_playbook({**NO_ENGINE, "boutique_images_file": str(tmp_path / "images.json")}, tmp_path)
+    assert run.proc.returncode == 0, run.output[-3000:]
+    assert run.output.count("WARNING: no Docker engine answers at unix:///nonexistent/docker.sock") == 1
+    assert "fallback image references" in run.output
+    assert run.recap("changed") == 0
+    assert not (tmp_path / "images.json").exists()
+
+
+def test_without_a_docker_engine_the_stage_fails_when_images_are_required(tmp_path: Path) -> None:
+    run = run_playbook({**NO_ENGINE, "boutique_images_required": True,
+                        "boutique_images_file": str(tmp_path / "images.json")}, tmp_path)
+    assert run.proc.returncode != 0
+    assert "images_required is true but no Docker engine answers" in run.output
+
+
+def test_a_non_loopback_embedded_registry_is_refused(tmp_path: Path) -> None:
+    run = run_playbook({"registry_host": "0.0.0.0", "boutique_images_file": str(tmp_path / "images.json")}, tmp_path)
+    assert run.proc.returncode != 0
+    assert "only serves the local inventory on loopback" in run.output
