@@ -472,11 +472,9 @@ def promql_metric_names(expr: str) -> set[str]:
     text = re.sub(r"\[[^\]]*\]", " ", text)
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
     names = set()
-    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+    for match in re.finditer(r"(?<![A-Za-z0-9_:.])[A-Za-z_:][A-Za-z0-9_:]*", text):
         word, rest = match.group(0), text[match.end():].lstrip()
         if rest.startswith("(") or word.lower() in _PROMQL_KEYWORDS:
-            continue
-        if re.fullmatch(r"[0-9]*e[0-9]*", word):
             continue
         names.add(word)
     return names

@@ -305,8 +305,8 @@ def test_check_mode_reports_nodegroup_drift_without_fixing_it(moto: Moto, site: 
     assert check.recap["changed"] >= 1
     assert re.search(r"changed: \[localhost\]", check.output.split("Ensure the managed node group")[1].split("TASK")[0])
     flat = " ".join(check.output.split())
-    assert re.search(r"Node group \S+ scaling is \{[^}]*'desired_size': 5", flat), check.output[-6000:]
-    assert "check mode: not changed" in flat
+    assert f"Node group {NODEGROUP} scaling is min=2 desired=5 max=6" in flat, check.output[-6000:]
+    assert "the inventory wants min=2 desired=3 max=6 (check mode: not changed)" in flat
     ng = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]
     assert ng["scalingConfig"]["desiredSize"] == 5, "check mode must not change anything"
 

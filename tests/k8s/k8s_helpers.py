@@ -17,7 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import istio_crds  # noqa: E402  (re-exported for the tests)
 import k8s_lint  # noqa: E402
+
+__all__ = ["istio_crds", "k8s_lint"]
 
 
 def _root_conftest():
@@ -88,9 +91,14 @@ class Rendered:
 def render(inventory: str, path: Path) -> Rendered:
     extra: list[str] = []
     refs: dict[str, str] = {}
-    if inventory == "production":
+    if inventory == "production":  # the images stage's fact, set in the same run
         refs = DIGEST_REFS
         extra = ["-e", json.dumps({"boutique_image_refs": refs})]
+    else:  # the refs file an earlier images stage wrote (boutique_images_file)
+        refs = {"adservice": "registry.local:5000/boutique/adservice@sha256:" + "c" * 64}
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "images.json").write_text(json.dumps(refs))
+        extra = ["-e", f"boutique_images_file={path / 'images.json'}"]
     result = run_playbook(inventory, path, *extra)
     assert result.returncode == 0, f"render of {inventory} failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
     return Rendered(inventory, path, k8s_lint.Manifests.load(path), result.stdout, refs)

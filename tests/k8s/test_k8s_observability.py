@@ -176,18 +176,23 @@ def test_dashboard_queries_return_data_from_a_live_shop(tmp_path):
             rules = json.load(urllib.request.urlopen(f"{base}/api/v1/rules", timeout=10))["data"]["groups"]
             assert {g["name"] for g in rules} == {"boutique.recording", "boutique.alerts"}
             assert all(r["health"] == "ok" for g in rules for r in g["rules"]), rules
-            empty = []
-            checked = 0
-            for dashboard, title, expr in dashboard_exprs():
-                if k8s_lint.promql_metric_names(expr) & CLUSTER_ONLY:
-                    continue
-                apps = ["frontend", "checkoutservice"] if "$app" in expr else [None]
-                results = [prometheus_query(base, k8s_lint.grafana_to_promql(
-                    expr, {"__rate_interval": "1m", **({"app": app} if app else {})})) for app in apps]
-                checked += 1
-                if not any(results):
-                    empty.append(f"{dashboard} / {title}: {expr}")
-            assert checked >= 10
+            queries = [(f"{dashboard} / {title}", expr) for dashboard, title, expr in dashboard_exprs()
+                       if not k8s_lint.promql_metric_names(expr) & CLUSTER_ONLY]
+            assert len(queries) >= 10
+
+            def empty_queries() -> list[str]:
+                empty = []
+                for where, expr in queries:
+                    apps = ["frontend", "checkoutservice"] if "$app" in expr else [None]
+                    if not any(prometheus_query(base, k8s_lint.grafana_to_promql(
+                            expr, {"__rate_interval": "1m", **({"app": app} if app else {})})) for app in apps):
+                        empty.append(f"{where}: {expr}")
+                return empty
+
+            # Recording rules evaluate every 30s: give them up to a minute to see the load.
+            deadline = time.monotonic() + 60
+            while (empty := empty_queries()) and time.monotonic() < deadline:
+                time.sleep(2)
             assert empty == []
             ratio = {r["metric"]["app"] for r in prometheus_query(base, "app:request_error_ratio:rate5m")}
             assert {"frontend", "cartservice", "checkoutservice", "productcatalogservice"} <= ratio

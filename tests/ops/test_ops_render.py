@@ -269,8 +269,8 @@ def test_rotate_tls_from_files_writes_the_gateway_secret_and_checks_the_certific
     assert secret["type"] == "kubernetes.io/tls"
     assert base64.b64decode(secret["data"]["tls.crt"]) == good_cert.read_bytes().rstrip(b"\n")
     assert_valid([secret])
-    gateway = get(objects(render_dir / "istio" / next(p.name for p in (render_dir / "istio").glob("*.gateway.*"))),
-                  "Gateway", "boutique-gateway")
+    istio_objects = [o for p in sorted((render_dir / "istio").glob("*.yaml")) for o in objects(p)]
+    gateway = get(istio_objects, "Gateway", "boutique-gateway")
     credential = {s["tls"]["credentialName"] for s in gateway["spec"]["servers"] if "tls" in s and
                   "credentialName" in s["tls"]}
     assert credential == {secret["metadata"]["name"]}
@@ -301,14 +301,13 @@ def test_status_reports_the_rendered_desired_state(render_dir):
     run = ops(render_dir, "status.yml").assert_ok()
     assert run.changed == 0
     flat = run.flat
-    assert "live state (ready replicas, pods, restarts, the load balancer's address) needs a cluster" in flat
+    assert "live state (ready replicas, pods, restarts, the load balancer address) needs a cluster" in flat
     assert "mTLS (PeerAuthentication): istio-system/default=STRICT" in flat
     domain = yaml.safe_load((ROOT / "group_vars/all/main.yml").read_text())["boutique_shop_domain"]
     assert f"Shop URL: https://{domain}/" in flat
     for svc in catalog_mod.default().services.values():
         if svc.deploy:
             assert f" {svc.name} -/2 " in flat, svc.name
-    assert ops(render_dir, "status.yml", check=True).assert_ok().changed == 0
 
 
 def test_status_names_a_missing_render(tmp_path):

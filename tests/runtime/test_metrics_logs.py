@@ -18,7 +18,7 @@ from boutique.runner import Shop
 from boutique.runtime.client import Clients
 from prometheus_client import REGISTRY
 from runtime_samples import SAMPLES
-from test_runner import scrape
+from runtime_shop import scrape
 
 pytestmark = [pytest.mark.slow]
 CAT = catalog_mod.default()

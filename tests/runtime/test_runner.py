@@ -16,25 +16,12 @@ from pathlib import Path
 import pytest
 from boutique import catalog as catalog_mod
 from boutique.runner import PortInUseError, Shop, port_free
-from prometheus_client.parser import text_string_to_metric_families
 from runtime_samples import SAMPLES, place_order
-from runtime_shop import pick_offset
+from runtime_shop import alive, handled, pick_offset
 
 pytestmark = [pytest.mark.slow]
 CAT = catalog_mod.default()
 GRPC_SERVICES = [s.name for s in CAT.grpc_services() if s.deploy]
-
-
-def scrape(target: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://{target}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
-
-
-def handled(target: str, service: str, method: str, code: str = "OK") -> float:
-    labels = tuple(sorted({"grpc_service": service, "grpc_method": method, "grpc_code": code}.items()))
-    return scrape(target).get(("grpc_server_handled_total", labels), 0.0)
 
 
 def test_shop_starts_every_deployable_service(shop: Shop) -> None:
@@ -130,18 +117,6 @@ def _table_pids(stdout_lines: list[str]) -> dict[str, int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0): look at its state
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_boutique_run_stops_everything_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
     offset = pick_offset()
@@ -172,14 +147,14 @@ def test_boutique_run_stops_everything_on_signal(tmp_path: Path, sig: signal.Sig
         pids = _table_pids(seen)
         assert set(GRPC_SERVICES) <= set(pids), seen
         assert f"http://127.0.0.1:{CAT.get('frontend').local_port + offset}/" in "".join(seen)
-        assert all(_alive(p) for p in pids.values())
+        assert all(alive(p) for p in pids.values())
         os.killpg(proc.pid, sig)  # what the terminal does on Ctrl-C: signal the foreground group
         assert proc.wait(timeout=40) == 0, proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    still = [n for n, p in pids.items() if _alive(p)]
+    still = [n for n, p in pids.items() if alive(p)]
     assert not still, f"orphaned after {sig.name}: {still}"
     shop = Shop(port_offset=offset)
     shop.check_ports()  # every port is free again

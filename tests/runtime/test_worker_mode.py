@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from boutique.runner import Shop, port_free
 from runtime_samples import SAMPLES
-from runtime_shop import pick_offset
-from test_runner import _alive, handled
+from runtime_shop import alive, handled, pick_offset
 
 pytestmark = [pytest.mark.slow]
 
@@ -48,7 +47,7 @@ def test_two_workers_serve_one_port_with_aggregated_metrics(tmp_path: Path) -> N
         after = handled(shop.metrics_targets()["currencyservice"], "hipstershop.CurrencyService", "Convert")
         assert after - before == 30  # every worker's calls, summed by the supervisor's endpoint
         assert shop.stop_service("currencyservice") == 0
-    assert not [w for w in workers if _alive(w)]
+    assert not [w for w in workers if alive(w)]
     assert port_free(shop.port("currencyservice"))
 
 
@@ -65,7 +64,7 @@ def test_a_crashed_worker_takes_the_service_down(tmp_path: Path) -> None:
             died = shop.exited()
             time.sleep(0.05)
         assert died == {"currencyservice": 1}
-        assert not [w for w in workers if _alive(w)]
+        assert not [w for w in workers if alive(w)]
         assert "worker exited unexpectedly" in shop.log_path("currencyservice").read_text()
 
 
@@ -84,4 +83,4 @@ def test_sigterm_while_workers_start_stops_cleanly(tmp_path: Path) -> None:
     assert len(workers) == 2
     proc.send_signal(signal.SIGTERM)  # the workers are still importing
     assert proc.wait(timeout=20) == 0, (tmp_path / "svc.log").read_text()
-    assert not [w for w in workers if _alive(w)]
+    assert not [w for w in workers if alive(w)]

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import base64
+
+from ansible.module_utils.basic import AnsibleModule
+
 DOCUMENTATION = r"""
 ---
 module: boutique_ecr_token
@@ -50,10 +54,6 @@ expires_at:
   type: str
   returned: success
 """
-
-import base64
-
-from ansible.module_utils.basic import AnsibleModule
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ dies or the port stays closed. Used by the registry role (no shell: needed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -55,14 +56,13 @@ def start(args: argparse.Namespace) -> int:
 
 def stop(args: argparse.Namespace) -> int:
     try:
-        pid = int(open(args.pidfile).read().strip())
+        with open(args.pidfile) as f:
+            pid = int(f.read().strip())
     except (OSError, ValueError):
         print("not running (no pidfile)")
         return 0
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     for _ in range(50):
         try:
             os.kill(pid, 0)

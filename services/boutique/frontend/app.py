@@ -208,13 +208,20 @@ class Pages:
     async def priced(self, products_aw: Awaitable[list[pb.Product]], cur: str) -> tuple[list[pb.Product], list | None]:
         """Products and their prices in `cur`; prices None if `cur` is not a supported code."""
         products = await products_aw
+        # Convert is a pure function of (amount, currency): each distinct price is converted once
+        # (the nine products have eight prices).
+        distinct = list(dict.fromkeys((p.price_usd.currency_code, p.price_usd.units, p.price_usd.nanos)
+                                      for p in products))
         try:
-            prices = await self.be.all(*(self.be.convert(p.price_usd, cur) for p in products))
+            converted = await self.be.all(*(
+                self.be.convert(pb.Money(currency_code=c, units=u, nanos=n), cur) for c, u, n in distinct))
         except BackendError as exc:
             if exc.code is grpc.StatusCode.INVALID_ARGUMENT:
                 return products, None
             raise
-        return products, prices
+        by_price = dict(zip(distinct, converted, strict=True))
+        return products, [by_price[(p.price_usd.currency_code, p.price_usd.units, p.price_usd.nanos)]
+                          for p in products]
 
     async def _recommended(self, ids_aw: Awaitable[list[str] | None]) -> list[pb.Product]:
         ids = await ids_aw
