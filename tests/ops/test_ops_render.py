@@ -165,6 +165,8 @@ def test_canary_validates_its_inputs(render_dir):
         canary_weight=120).assert_failed_with("canary_weight must be an integer percentage 0..100 (got 120)")
     ops(render_dir, "canary.yml", canary_service="currencyservice",
         canary_action="promote").assert_failed_with("has no canary (currencyservice-canary): nothing to promote")
+    ops(render_dir, "canary.yml", canary_service="frontend", canary_image="x/y:1",
+        canary_weight=10).assert_failed_with("frontend is the ingress service")
     assert not (render_dir / "ops").exists(), "a refused run writes nothing"
 
 

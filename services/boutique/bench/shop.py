@@ -223,18 +223,15 @@ def main(argv: list[str] | None = None) -> int:
 
         # A/B/A/B: alternating the modes evens out whatever else the machine is doing meanwhile
         fan: dict[str, Any] = {"concurrent": [], "sequential": []}
-        current = "concurrent"
         for i in range(args.fanout_rounds):
             for mode in ("concurrent", "sequential"):
-                if mode != current:
-                    restart_frontend(shop, mode)
-                    current = mode
+                restart_frontend(shop, mode)  # a fresh frontend process for every round, both modes
+                loadgen.run(shop.base_url, 5, "3s", wait="0,0.1", mix="home", quiet=True)  # warm it up
                 phase = measure(shop, f"fanout-{mode}-{i + 1}", users=args.fanout_users,
                                 duration=args.fanout_duration, wait=args.fanout_wait, mix="home", csv_dir=csv_dir)
                 fan[mode].append(phase)
                 print_phase(f"Home page, fan-out {mode} (round {i + 1}), {args.fanout_users} users", phase)
-        if current != "concurrent":
-            restart_frontend(shop, "concurrent")
+        restart_frontend(shop, "concurrent")
         p50s = {mode: [route(ph, "/")["p50"] for ph in phases] for mode, phases in fan.items()}
         p50_c, p50_s = (statistics.median(v) if all(v) else None for v in (p50s["concurrent"], p50s["sequential"]))
         ratio = round(p50_c / p50_s, 3) if p50_c and p50_s else None

@@ -1,0 +1,30 @@
+"""ansible-lint (production profile) and yamllint over the whole repository."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+pytestmark = [pytest.mark.lint]
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "NO_COLOR": "1"}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_ansible_lint_production_profile_is_clean() -> None:
+    proc = _run(str(VENV_BIN / "ansible-lint"), "--profile", "production", "-f", "pep8")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-8000:]
+
+
+def test_yamllint_is_clean() -> None:
+    proc = _run(str(VENV_BIN / "yamllint"), "--strict", ".")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-8000:]
