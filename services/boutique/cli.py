@@ -3,6 +3,7 @@
   boutique serve <name>        one service from the catalog (what containers run)
   boutique run [--mtls]        every service on 127.0.0.1 (the local runner)
   boutique loadgen ...         headless load against a frontend URL
+  boutique certs --out DIR     throw-away CA and per-service certificates (mutual TLS)
   boutique catalog             print the service catalog as the runner sees it
 """
 
@@ -57,18 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_cat = sub.add_parser("catalog", help="print the service catalog")
     p_cat.set_defaults(func=_catalog)
 
-    try:
-        from boutique import runner
+    # Imported here, not at module level: `boutique serve` should not pay for them.
+    from boutique import loadgen, runner
 
-        runner.add_parser(sub)
-    except ImportError:  # pragma: no cover - runner not built yet
-        pass
-    try:
-        from boutique import loadgen
-
-        loadgen.add_parser(sub)
-    except ImportError:  # pragma: no cover - loadgen not built yet
-        pass
+    runner.add_parser(sub)  # run, certs
+    loadgen.add_parser(sub)  # loadgen
 
     args = parser.parse_args(argv)
     try:

@@ -440,8 +440,12 @@ class Shop:
                     proc = self._procs[name]
                     code = proc.popen.poll()
                     if code is not None:
-                        raise ShopError(f"{name} exited with code {code} during start-up; "
-                                        f"last lines of {proc.log}:\n{_tail(proc.log)}")
+                        tail = _tail(proc.log)
+                        # the port was free at check_ports(), then something took it (often an
+                        # outgoing connection's ephemeral port: 50051+ lies in Linux's range)
+                        error = PortInUseError if code == 2 and "address in use" in tail.lower() else ShopError
+                        raise error(f"{name} exited with code {code} during start-up; "
+                                    f"last lines of {proc.log}:\n{tail}")
                     if self._ready(name, channels):
                         pending.remove(name)
                 if pending:
@@ -564,7 +568,7 @@ class Shop:
         return "\n".join(lines)
 
     def __enter__(self) -> Shop:
-        return self.start()
+        return self if self._procs else self.start()  # `with Shop(...).start() as shop:` works too
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

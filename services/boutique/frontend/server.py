@@ -112,7 +112,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         if env.get("ENABLE_ASSISTANT", "").strip().lower() == "true":
             log.warning("ENABLE_ASSISTANT is set, but this frontend has no shopping assistant; ignored")
         server, sock = build(env)
-        metrics.start_http_server(cfg.service.metrics_port)
+        metrics.start_http_server(cfg.service.metrics_port, metrics.metrics_host(cfg.service.listen_host))
     except (ConfigError, catalog_mod.CatalogError) as exc:
         print(f"frontend: configuration error: {exc}", file=sys.stderr)
         return 2

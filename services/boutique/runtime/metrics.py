@@ -52,7 +52,14 @@ def split_method(full: str) -> tuple[str, str]:
     return service, method
 
 
-def start_http_server(port: int, host: str = "") -> None:
+def metrics_host(listen_host: str) -> str:
+    """Bind metrics where the service listens: any wildcard ("[::]", "0.0.0.0")
+    becomes 0.0.0.0 (pods may have no IPv6), a specific address (127.0.0.1) is kept."""
+    host = listen_host.strip("[]")
+    return "0.0.0.0" if host in {"", "::", "0.0.0.0"} else host
+
+
+def start_http_server(port: int, host: str = "0.0.0.0") -> None:
     """Serve /metrics on its own port; with PROMETHEUS_MULTIPROC_DIR, aggregate workers."""
     if port == 0:
         return
@@ -61,9 +68,9 @@ def start_http_server(port: int, host: str = "") -> None:
 
         registry = prometheus_client.CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        prometheus_client.start_http_server(port, addr=host or "0.0.0.0", registry=registry)
+        prometheus_client.start_http_server(port, addr=host, registry=registry)
     else:
-        prometheus_client.start_http_server(port, addr=host or "0.0.0.0")
+        prometheus_client.start_http_server(port, addr=host)
 
 
 def _metadata_value(metadata: Any, key: str) -> str:

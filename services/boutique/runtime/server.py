@@ -161,7 +161,7 @@ def _supervise_workers(defn: ServiceDefinition, config: ServiceConfig) -> int:
     signal.signal(signal.SIGINT, forward)
     with tempfile.TemporaryDirectory(prefix="boutique-metrics-") as mdir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = mdir
-        metrics.start_http_server(config.metrics_port)
+        metrics.start_http_server(config.metrics_port, metrics.metrics_host(config.listen_host))
         child_env = dict(os.environ, BOUTIQUE_WORKERS="1", BOUTIQUE_REUSEPORT="1", METRICS_PORT="0")
         for _ in range(config.workers):
             if stopping.is_set():
@@ -196,7 +196,7 @@ def serve(defn: ServiceDefinition, env: Mapping[str, str] | None = None) -> int:
         logs.setup(defn.name, config.log_level)
         if config.workers > 1:
             return _supervise_workers(defn, config)
-        metrics.start_http_server(config.metrics_port)
+        metrics.start_http_server(config.metrics_port, metrics.metrics_host(config.listen_host))
         asyncio.run(_serve_until_signal(defn, config, env))
     except ConfigError as exc:
         print(f"{defn.name}: configuration error: {exc}", file=sys.stderr)
