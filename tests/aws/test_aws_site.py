@@ -388,3 +388,28 @@ def test_teardown_removes_everything_and_is_rerunnable(moto: Moto, site: dict[st
     again = moto.playbook("playbooks/teardown.yml")
     assert again.rc == 0, again.output[-4000:]
     assert again.recap["changed"] == 0, again.output[-6000:]
+
+
+def test_production_inventory_never_starts_moto() -> None:
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(
+        [
+            str(VENV_BIN / "ansible-inventory"),
+            "-i",
+            "inventories/production",
+            "--playbook-dir",
+            "playbooks/site",
+            "--host",
+            "localhost",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    hostvars = json.loads(proc.stdout)
+    assert hostvars["boutique_aws_embedded"] is False
+    assert hostvars["boutique_aws_endpoint_url"] == ""
+    assert "moto_port" not in hostvars

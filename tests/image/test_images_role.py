@@ -247,3 +247,38 @@ def test_a_non_loopback_embedded_registry_is_refused(tmp_path: Path) -> None:
     run = run_playbook({"registry_host": "0.0.0.0", "boutique_images_file": str(tmp_path / "images.json")}, tmp_path)
     assert run.proc.returncode != 0
     assert "only serves the local inventory on loopback" in run.output
+
+
+@pytest.fixture
+def moto_ecr() -> Iterator[str]:
+    """A throw-away moto server (the embedded AWS API) on a free loopback port."""
+    port = free_port()
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_ecr_login_module_returns_registry_and_user_but_hides_the_password(moto_ecr: str) -> None:
+    env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LIBRARY=str(ROOT / "roles" / "images" / "library"), AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing", AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+    proc = subprocess.run(["ansible", "localhost", "-c", "local", "-m", "boutique_ecr_token",
+                           "-a", f"region=eu-west-1 endpoint_url={moto_ecr}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert re.search(r"^\s*registry: \d{12}\.dkr\.ecr\.eu-west-1\.amazonaws\.com$", out, re.M), out
+    assert re.search(r"^\s*username: AWS$", out, re.M) and re.search(r"^\s*changed: false$", out, re.M), out
+    assert re.search(r"^\s*password: VALUE_SPECIFIED_IN_NO_LOG_PARAMETER$", out, re.M), out
+    assert re.search(r"^\s*token: VALUE_SPECIFIED_IN_NO_LOG_PARAMETER$", out, re.M), out

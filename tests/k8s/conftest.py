@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from k8s_helpers import INVENTORIES, ROOT, Rendered, k8s_lint, render
+from k8s_helpers import INVENTORIES, ROOT, Rendered, free_port, k8s_lint, render, require_tool
+
+# Other test modules do `from conftest import ...`; whichever conftest pytest loaded last
+# answers, so this one offers the root conftest's helpers too.
+__all__ = ["ROOT", "free_port", "require_tool"]
 
 
 @pytest.fixture(scope="session")
