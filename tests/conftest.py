@@ -1,42 +1,14 @@
-"""Shared pytest helpers.
-
-Skips must be rare, loud and explained: `require_tool` skips with a reason when
-a system tool is missing on a developer machine, but FAILS under CI (CI=true),
-where .ci/run has installed every tool and a missing one is a broken setup.
-"""
+"""Shared pytest helpers: the helpers live in tests/testkit.py (`from testkit import ...`);
+they are re-exported here for modules that load this file by path."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 from pathlib import Path
 
 import pytest
+from testkit import IN_CI, ROOT, free_port, require_tool
 
-ROOT = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def require_tool(name: str, why: str) -> str:
-    """Return the path of executable `name`; skip loudly (fail under CI) if absent."""
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
-    )
-    if path:
-        return path
-    message = f"{name} is not installed ({why}); `make system-deps` installs it"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
-    raise AssertionError("unreachable")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["IN_CI", "ROOT", "free_port", "require_tool"]
 
 
 @pytest.fixture(scope="session")

@@ -23,13 +23,15 @@ with the currency code (e.g. `8.99 USD`), with line subtotals and a total.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import smtplib
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import parseaddr
+from functools import cached_property
 from typing import Any, Protocol
 
 import grpc
@@ -54,7 +56,11 @@ _templates = jinja2.Environment(
     autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=True, default=False),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
+    auto_reload=False,  # the templates ship with the package: no stat() of both files on every call
 )
+# compiled once here, not looked up (and checked for changes) per call
+_TEXT = _templates.get_template("confirmation.txt")
+_HTML = _templates.get_template("confirmation.html")
 
 
 def looks_like_email(value: str) -> bool:
@@ -112,18 +118,24 @@ def view_model(order: pb.OrderResult) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Rendered:
+    """The confirmation. Each body is rendered when first used: the default log-only sender never
+    needs the HTML, nor the text unless DEBUG logging is on."""
+
     subject: str
-    text: str
-    html: str
+    model: dict[str, Any] = field(repr=False)
+
+    @cached_property
+    def text(self) -> str:
+        return _TEXT.render(self.model)
+
+    @cached_property
+    def html(self) -> str:
+        return _HTML.render(self.model)
 
 
 def render(order: pb.OrderResult) -> Rendered:
     model = view_model(order)
-    return Rendered(
-        subject=model["subject"],
-        text=_templates.get_template("confirmation.txt").render(model),
-        html=_templates.get_template("confirmation.html").render(model),
-    )
+    return Rendered(subject=model["subject"], model=model)
 
 
 class SendError(Exception):
@@ -147,7 +159,8 @@ class LogSender:
     async def send(self, to: str, order_id: str, mail: Rendered) -> None:
         self.log.info("order confirmation for order %s to %s (log only, SMTP_HOST not set)", order_id, to,
                       extra=logs.fields(order_id=order_id, recipient=to))
-        self.log.debug("order confirmation body:\n%s", mail.text, extra=logs.fields(order_id=order_id))
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("order confirmation body:\n%s", mail.text, extra=logs.fields(order_id=order_id))
 
 
 @dataclass(frozen=True)

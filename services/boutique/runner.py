@@ -122,6 +122,19 @@ def free_port_offset(lo: int = 200, hi: int = 5400, tries: int = 50, **shop_kwar
     raise ShopError(f"no port offset in {lo}..{hi} with every port free ({tries} tries)")
 
 
+def start_on_free_offset(tries: int = 5, **shop_kwargs: object) -> Shop:
+    """Start a Shop(**shop_kwargs) on a random free port offset (tests, benchmarks); if a port is taken
+    between the check and the bind (another run on this machine), try another offset."""
+    for attempt in range(tries):
+        shop = Shop(port_offset=free_port_offset(**shop_kwargs), **shop_kwargs)  # type: ignore[arg-type]
+        try:
+            return shop.start()
+        except PortInUseError:
+            if attempt == tries - 1:
+                raise
+    raise ShopError("unreachable")
+
+
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

@@ -333,7 +333,6 @@ def test_cluster_endpoint_drift_fails_naming_the_field(moto: Moto, site: dict[st
         ('{"network_public_subnet_cidrs": ["10.99.0.0/20", "10.40.16.0/20"]}', "network_public_subnet_cidrs"),
         ("eks_cluster_name=", "eks_cluster_name"),
         ('{"eks_node_instance_types": ["large"]}', "eks_node_instance_types"),
-        ("eks_node_desired_size=9", "eks_node_desired_size"),
     ],
 )
 def test_bad_inventory_value_fails_before_touching_aws(moto: Moto, extra: str, variable: str) -> None:

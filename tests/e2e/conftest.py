@@ -8,53 +8,22 @@ end-to-end tests. One shop per test session, on a port offset nobody uses right 
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import random
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from boutique.runner import PortInUseError, Shop
+from testkit import ROOT, require_tool
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _root_conftest():
-    name = "_boutique_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "conftest.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-require_tool = _root_conftest().require_tool
-
-
-def _start_shop(**kwargs: object) -> Shop:
-    rng = random.Random()
-    last: Exception | None = None
-    for _ in range(30):
-        shop = Shop(port_offset=rng.randrange(200, 5400), **kwargs)  # type: ignore[arg-type]
-        try:
-            shop.check_ports()
-            return shop.start()
-        except PortInUseError as exc:
-            shop.stop()
-            last = exc
-    raise RuntimeError(f"no free port offset for the shop: {last}")
+from boutique.runner import Shop, start_on_free_offset
 
 
 @pytest.fixture(scope="session")
 def e2e_shop() -> Iterator[Shop]:
     require_tool("redis-server", "the cart keeps carts in Redis in the end-to-end shop")
-    shop = _start_shop(redis=True, env={"BOUTIQUE_ACCESS_LOG": "errors"})
+    shop = start_on_free_offset(redis=True, env={"BOUTIQUE_ACCESS_LOG": "errors"})
     try:
         yield shop
     finally:

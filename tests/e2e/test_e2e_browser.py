@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from boutique.runner import Shop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.browser]

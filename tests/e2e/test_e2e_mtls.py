@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from boutique.runner import PortInUseError, Shop
+
+from boutique.runner import start_on_free_offset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_frontend_talks_mutual_tls_to_every_backend() -> None:
-    import random
-
-    for _ in range(30):
-        shop = Shop(port_offset=random.randrange(200, 5400), mtls=True, redis=False,
-                    env={"BOUTIQUE_ACCESS_LOG": "errors"})
-        try:
-            shop.check_ports()
-            shop.start()
-            break
-        except PortInUseError:
-            shop.stop()
-    else:
-        pytest.fail("no free port offset for the mTLS shop")
+    shop = start_on_free_offset(mtls=True, redis=False, env={"BOUTIQUE_ACCESS_LOG": "errors"})
     try:
         env = shop.env_for("frontend")
         assert env["TLS_CERT_FILE"].endswith("frontend.pem") and env["TLS_CA_FILE"]

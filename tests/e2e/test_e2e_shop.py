@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+
 from boutique import money
 from boutique.loadgen import run as run_load
 from boutique.proto import demo_pb2 as pb

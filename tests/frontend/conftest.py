@@ -9,30 +9,15 @@ sockets, the cart in memory) and the frontend itself on an ephemeral port.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 import httpx
 import pytest
+
 from boutique import catalog as catalog_mod
 from boutique.frontend.server import BackgroundFrontend
-from boutique.runtime.server import BackgroundService
-
-
-def start_backends(stack: ExitStack) -> dict[str, BackgroundService]:
-    cat = catalog_mod.default()
-    wanted = {s.name: s for s in cat.grpc_services() if s.deploy}
-    running: dict[str, BackgroundService] = {}
-    while len(running) < len(wanted):
-        ready = [s for s in wanted.values() if s.name not in running
-                 and all(c in running or c not in wanted for c in s.callees)]
-        assert ready, "call graph cycle"
-        for svc in ready:
-            module = importlib.import_module(f"boutique.{svc.module}")
-            env = {wanted[c].addr_env: running[c].address for c in svc.callees if c in wanted}
-            running[svc.name] = stack.enter_context(BackgroundService(module.DEFINITION, env))
-    return running
+from boutique.runtime.server import BackgroundService, start_backends
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ import uuid
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
+
 from boutique import money
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from prometheus_client import REGISTRY
 
 PRODUCT_IDS = ["OLJCESPC7Z", "66VCHSJNUP", "1YMWWN1N4O", "L9ECAV7KIM", "2ZYFJ3GM2N", "0PUK6V6EV0",
                "LS4PSXUNUM", "9SIQT8TOJO", "6E92ZMYYFZ"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -12,15 +12,11 @@ import time
 
 import httpx
 import pytest
+from testkit import free_port
+
 from boutique import catalog as catalog_mod
 from boutique.productcatalog import DEFINITION as CATALOG_DEFINITION
-from boutique.runtime.server import BackgroundService
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from boutique.runtime.server import BackgroundService, ServiceContext, ServiceDefinition
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +38,7 @@ def serve(env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         try:
@@ -72,27 +68,48 @@ def test_bad_settings_are_named(name: str, value: str) -> None:
     assert proc.returncode == 2 and name in err and "Traceback" not in err
 
 
+def catalog_announcing_calls(arrived: threading.Event) -> ServiceDefinition:
+    """The real product catalog, which also sets `arrived` when a GetProduct call reaches it."""
+
+    def create(ctx: ServiceContext) -> object:
+        servicer = CATALOG_DEFINITION.create(ctx)
+        get_product = servicer.GetProduct
+
+        async def announced(request: object, context: object) -> object:
+            arrived.set()
+            return await get_product(request, context)
+
+        servicer.GetProduct = announced
+        return servicer
+
+    return dataclasses.replace(CATALOG_DEFINITION, create=create)
+
+
 def test_sigterm_drains_finishes_in_flight_requests_and_exits_0() -> None:
-    # A product catalog that takes a second per call makes an in-flight request we can interrupt.
-    with BackgroundService(CATALOG_DEFINITION, {"EXTRA_LATENCY": "1s"}) as slow_catalog:
+    # A product catalog that takes a second per call (the frontend's deadline for it is 2 s) makes an
+    # in-flight request we can interrupt.
+    arrived = threading.Event()
+    with BackgroundService(catalog_announcing_calls(arrived), {"EXTRA_LATENCY": "1s"}) as slow_catalog:
         metrics_port = free_port()
         env = base_env(PRODUCT_CATALOG_SERVICE_ADDR=slow_catalog.address, METRICS_PORT=str(metrics_port),
-                       SHUTDOWN_DRAIN_SECONDS="1", SHUTDOWN_GRACE_SECONDS="5", BOUTIQUE_ACCESS_LOG="all")
+                       SHUTDOWN_DRAIN_SECONDS="2", SHUTDOWN_GRACE_SECONDS="30", BOUTIQUE_ACCESS_LOG="all")
         url = f"http://127.0.0.1:{env['PORT']}"
         proc = serve(env)
         try:
             wait_healthy(url, proc)
             result: dict[str, httpx.Response] = {}
             slow = threading.Thread(target=lambda: result.update(r=httpx.get(f"{url}/product-meta/OLJCESPC7Z",
-                                                                               timeout=10)))
+                                                                               timeout=60)))
             slow.start()
-            time.sleep(0.3)  # the request is now waiting on the catalog
+            assert arrived.wait(30), "the request never reached the catalog"
             proc.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
-            assert httpx.get(f"{url}/_healthz", timeout=2).status_code == 503  # draining
-            slow.join(timeout=10)
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{url}/_healthz", timeout=5).status_code != 503:  # draining
+                assert time.monotonic() < deadline, "/_healthz did not turn 503 on SIGTERM"
+                time.sleep(0.02)
+            slow.join(timeout=60)
             assert result["r"].status_code == 200 and b"Sunglasses" in result["r"].content
-            out, err = proc.communicate(timeout=15)
+            out, err = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -116,5 +133,5 @@ def test_metrics_endpoint_serves_http_and_grpc_client_metrics(backend_env) -> No
         assert 'grpc_client_handled_total{grpc_code="OK",grpc_method="GetProduct"' in text
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=15)
+        proc.communicate(timeout=60)
     assert proc.returncode == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from boutique.frontend import validation as v
 from boutique.loadgen import cards
 

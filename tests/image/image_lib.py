@@ -54,11 +54,12 @@ def docker(*args: str, check: bool = True, timeout: float = 900) -> subprocess.C
 
 
 def extra_ca_text() -> str:
-    return "".join(open(p).read() for p in sorted(glob.glob(CA_GLOB)))
+    """The CA files joined the way the images role joins them (so both share the build cache)."""
+    return "\n".join(Path(p).read_text().rstrip() for p in sorted(glob.glob(CA_GLOB)))
 
 
 def build_args(**extra: str) -> list[str]:
-    args = {"BASE_IMAGE": BASE_IMAGE, **extra}
+    args = {"BASE_IMAGE": BASE_IMAGE, "PYTHON": "python3", **extra}
     ca = extra_ca_text()
     if ca:
         args["EXTRA_CA_CERTS"] = ca

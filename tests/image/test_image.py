@@ -10,14 +10,16 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from image_lib import NETWORK, ROOT, build_args, docker, free_port
+
 from boutique import catalog as catalog_mod
 from boutique import currency
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from image_lib import NETWORK, ROOT, build_args, docker, free_port
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+# The first test waits for debootstrap (base image) and the first build.
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 SERVICE = "currencyservice"
 IMAGE = f"boutique-test/{SERVICE}:pytest"

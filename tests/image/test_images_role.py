@@ -22,11 +22,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from boutique import catalog as catalog_mod
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from image_lib import ROOT, docker, free_port, require_tool
 
-pytestmark = [pytest.mark.slow]
+from boutique import catalog as catalog_mod
+
+# The module fixture builds and pushes every image twice: allow more than the default 600s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 CATALOG = catalog_mod.default()
 DEPLOYABLE = [s for s in CATALOG.services.values() if s.deploy]
@@ -245,6 +247,15 @@ def test_without_a_docker_engine_the_stage_fails_when_images_are_required(tmp_pa
 
 def test_a_non_loopback_embedded_registry_is_refused(tmp_path: Path) -> None:
     run = run_playbook({"registry_host": "0.0.0.0", "boutique_images_file": str(tmp_path / "images.json")}, tmp_path)
+    assert run.proc.returncode != 0
+    assert "boutique_images_registry_embedded is true but images_registry='0.0.0.0:5055'" in run.output
+    assert "is not a loopback address" in run.output
+
+
+@pytest.mark.docker
+def test_the_registry_role_refuses_to_listen_on_a_non_loopback_address(tmp_path: Path, docker_engine: None) -> None:
+    run = run_playbook({"registry_host": "0.0.0.0", "boutique_images_registry": f"127.0.0.1:{free_port()}",
+                        "boutique_images_file": str(tmp_path / "images.json")}, tmp_path)
     assert run.proc.returncode != 0
     assert "only serves the local inventory on loopback" in run.output
 

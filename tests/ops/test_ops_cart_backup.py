@@ -6,8 +6,9 @@ import base64
 import json
 
 import pytest
-from boutique.proto import demo_pb2
 from ops_playbook_lib import aws_vars, run_playbook
+
+from boutique.proto import demo_pb2
 
 pytestmark = [pytest.mark.slow]
 

@@ -9,8 +9,9 @@ import re
 
 import httpx
 import pytest
-from boutique import catalog as catalog_mod
 from ops_playbook_lib import run_playbook, start_shop
+
+from boutique import catalog as catalog_mod
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from boutique import catalog as catalog_mod
 from ops_playbook_lib import ROOT, run_playbook
+
+from boutique import catalog as catalog_mod
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import istio_crds

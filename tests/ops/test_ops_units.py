@@ -10,9 +10,10 @@ import subprocess
 import sys
 
 import pytest
+from ops_playbook_lib import ROOT
+
 from boutique.runtime.server import BackgroundService
 from boutique.tools import cartbackup, grpcprobe
-from ops_playbook_lib import ROOT
 
 _spec = importlib.util.spec_from_file_location("ops_objects", ROOT / "roles/ops/filter_plugins/ops_objects.py")
 ops_objects = importlib.util.module_from_spec(_spec)

@@ -6,14 +6,15 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from boutique.runner import Shop
-from runtime_shop import start_shop
+
+from boutique.runner import Shop, start_on_free_offset
 
 
 @pytest.fixture(scope="session")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     """The whole shop (plain text, redis when installed, access logs on) shared by the runner tests."""
     redis = "auto" if shutil.which("redis-server") else False
-    s = start_shop(redis=redis, log_dir=tmp_path_factory.mktemp("shop-logs"), env={"BOUTIQUE_ACCESS_LOG": "all"})
+    s = start_on_free_offset(redis=redis, log_dir=tmp_path_factory.mktemp("shop-logs"),
+                             env={"BOUTIQUE_ACCESS_LOG": "all"})
     yield s
     s.stop()

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 
 import grpc
+
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 

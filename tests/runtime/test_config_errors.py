@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from boutique import catalog as catalog_mod
 
 pytestmark = [pytest.mark.slow]

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
+from runtime_samples import SAMPLES
+from runtime_shop import scrape
+
 from boutique import catalog as catalog_mod
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runner import Shop
 from boutique.runtime.client import Clients
-from prometheus_client import REGISTRY
-from runtime_samples import SAMPLES
-from runtime_shop import scrape
 
 pytestmark = [pytest.mark.slow]
 CAT = catalog_mod.default()
@@ -50,7 +51,9 @@ def log_lines(path: Path, request_id: str, count: int = 1, timeout: float = 5.0)
 def test_access_log_is_json_with_request_id_from_metadata(shop: Shop) -> None:
     rid = f"test-{uuid.uuid4().hex}"
     with shop.channel("currencyservice") as ch:
+        started = time.monotonic()
         SAMPLES["hipstershop.CurrencyService"](ch, (("x-request-id", rid),))
+        client_ms = (time.monotonic() - started) * 1000
         with pytest.raises(grpc.RpcError):
             rpc.CurrencyServiceStub(ch).Convert(
                 pb.CurrencyConversionRequest(**{"from": pb.Money(currency_code="XXX", units=1)}, to_code="EUR"),
@@ -60,7 +63,8 @@ def test_access_log_is_json_with_request_id_from_metadata(shop: Shop) -> None:
     ok, bad = by_status["OK"], by_status["INVALID_ARGUMENT"]
     assert ok["service"] == "currencyservice"
     assert ok["method"] == "/hipstershop.CurrencyService/Convert"
-    assert isinstance(ok["duration_ms"], float | int) and 0 <= ok["duration_ms"] < 5000
+    # in milliseconds, and measured inside the call the client waited for
+    assert isinstance(ok["duration_ms"], float | int) and 0 <= ok["duration_ms"] <= client_ms
     assert ok["severity"] == "INFO" and ok["timestamp"].endswith("Z")
     assert bad["method"] == ok["method"]
 
@@ -188,7 +192,7 @@ async def test_catalog_deadline_is_applied_to_calls() -> None:
         await clients.close()
         await server.stop(0)
     assert err.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert timeout * 0.9 <= elapsed < timeout + 1.0
+    assert elapsed >= timeout * 0.9  # not cut early; the server's sleep (5 s) would have answered OK
     # the deadline travels to the server (grpc-timeout header; its encoding rounds up a little)
     assert servicer.time_remaining is not None and servicer.time_remaining <= timeout + 0.05
     assert servicer.attempts == 1  # DEADLINE_EXCEEDED is not retried

@@ -14,10 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from boutique import catalog as catalog_mod
-from boutique.runner import PortInUseError, Shop, port_free
 from runtime_samples import SAMPLES, place_order
-from runtime_shop import alive, handled, pick_offset
+from runtime_shop import alive, handled
+
+from boutique import catalog as catalog_mod
+from boutique.runner import PortInUseError, Shop, free_port_offset, port_free, start_on_free_offset
 
 pytestmark = [pytest.mark.slow]
 CAT = catalog_mod.default()
@@ -72,7 +73,7 @@ def test_env_for_wires_callees_from_the_catalog(shop: Shop) -> None:
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
-    offset = pick_offset(redis=False)
+    offset = free_port_offset(redis=False)
     port = CAT.get("currencyservice").local_port + offset
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", port))
@@ -89,8 +90,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_dead_service_is_reported_and_can_be_restarted(tmp_path: Path) -> None:
-    with Shop(port_offset=pick_offset(redis=False), redis=False, services=["currencyservice"],
-              log_dir=tmp_path) as shop:
+    with start_on_free_offset(redis=False, services=["currencyservice"], log_dir=tmp_path) as shop:
         pid = shop.pid("currencyservice")
         assert pid
         os.kill(pid, signal.SIGKILL)
@@ -119,7 +119,7 @@ def _table_pids(stdout_lines: list[str]) -> dict[str, int]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_boutique_run_stops_everything_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
-    offset = pick_offset()
+    offset = free_port_offset()
     proc = subprocess.Popen(
         [sys.executable, "-m", "boutique.cli", "run", "--port-offset", str(offset), "--log-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from boutique.runner import Shop, port_free
 from runtime_samples import SAMPLES
-from runtime_shop import alive, handled, pick_offset
+from runtime_shop import alive, handled
+
+from boutique.runner import Shop, free_port_offset, port_free, start_on_free_offset
 
 pytestmark = [pytest.mark.slow]
 
@@ -33,8 +34,7 @@ def _wait_all_serving(shop: Shop, workers: int) -> None:
 
 def test_two_workers_serve_one_port_with_aggregated_metrics(tmp_path: Path) -> None:
     env = {"currencyservice": {"BOUTIQUE_WORKERS": "2"}}
-    with Shop(port_offset=pick_offset(redis=False), redis=False, services=["currencyservice"], service_env=env,
-              log_dir=tmp_path) as shop:
+    with start_on_free_offset(redis=False, services=["currencyservice"], service_env=env, log_dir=tmp_path) as shop:
         supervisor = shop.pid("currencyservice")
         assert supervisor
         workers = _workers(supervisor)
@@ -53,8 +53,7 @@ def test_two_workers_serve_one_port_with_aggregated_metrics(tmp_path: Path) -> N
 
 def test_a_crashed_worker_takes_the_service_down(tmp_path: Path) -> None:
     env = {"currencyservice": {"BOUTIQUE_WORKERS": "2"}}
-    with Shop(port_offset=pick_offset(redis=False), redis=False, services=["currencyservice"], service_env=env,
-              log_dir=tmp_path) as shop:
+    with start_on_free_offset(redis=False, services=["currencyservice"], service_env=env, log_dir=tmp_path) as shop:
         supervisor = shop.pid("currencyservice")
         assert supervisor
         workers = _workers(supervisor)
@@ -69,7 +68,7 @@ def test_a_crashed_worker_takes_the_service_down(tmp_path: Path) -> None:
 
 
 def test_sigterm_while_workers_start_stops_cleanly(tmp_path: Path) -> None:
-    offset = pick_offset(redis=False)
+    offset = free_port_offset(redis=False)
     shop = Shop(port_offset=offset, redis=False, services=["currencyservice"])
     env = {**os.environ, **shop.env_for("currencyservice"), "BOUTIQUE_WORKERS": "2"}
     with open(tmp_path / "svc.log", "wb") as log:

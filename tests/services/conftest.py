@@ -4,43 +4,25 @@ running in-process, wired together by their contract env addresses.
   redis_server    a factory: `redis_server()` starts a throw-away redis-server on a free port
                   (no persistence) and returns a RedisServer (address, client(), stop(), start());
                   every server started is stopped at the end of the test.
-  unused_port     a TCP port on 127.0.0.1 nothing listens on (free_port() of tests/conftest.py).
+  unused_port     a TCP port on 127.0.0.1 nothing listens on (testkit.free_port()).
   all_services    (module scope) every deployable gRPC service of the catalog, started in
-                  callee-first order with BackgroundService; the cart uses its in-memory store.
+                  callee-first order (boutique.runtime.server.start_backends); the cart uses its
+                  in-memory store.
                   A dict: catalog name -> BackgroundService.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 import redis
-from boutique import catalog as catalog_mod
-from boutique.runtime.server import BackgroundService
+from testkit import free_port, require_tool
 
-
-def _root_conftest():
-    """tests/conftest.py as a module. `from conftest import ...` is ambiguous here (pytest
-    imports every conftest.py under the module name "conftest"), so load it by path."""
-    name = "_boutique_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-free_port = _root_conftest().free_port
-require_tool = _root_conftest().require_tool
+from boutique.runtime.server import BackgroundService, start_backends
 
 
 class RedisServer:
@@ -108,26 +90,6 @@ def redis_server() -> Iterator:
 @pytest.fixture
 def unused_port() -> int:
     return free_port()
-
-
-def start_backends(stack: ExitStack,
-                   overrides: dict[str, dict[str, str]] | None = None) -> dict[str, BackgroundService]:
-    """Start every deployable gRPC service of the catalog, callees first; each one's callee
-    addresses come from the already started services. `overrides` adds env per service."""
-    cat = catalog_mod.default()
-    wanted = {s.name: s for s in cat.grpc_services() if s.deploy}
-    running: dict[str, BackgroundService] = {}
-    while len(running) < len(wanted):
-        ready = [s for s in wanted.values() if s.name not in running
-                 and all(c in running or c not in wanted for c in s.callees)]
-        if not ready:
-            raise RuntimeError(f"call graph cycle among {sorted(set(wanted) - set(running))}")
-        for svc in ready:
-            module = importlib.import_module(f"boutique.{svc.module}")
-            env = {wanted[c].addr_env: running[c].address for c in svc.callees if c in wanted}
-            env.update((overrides or {}).get(svc.name, {}))
-            running[svc.name] = stack.enter_context(BackgroundService(module.DEFINITION, env))
-    return running
 
 
 @pytest.fixture(scope="module")

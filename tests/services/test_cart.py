@@ -8,12 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from boutique.cart import DEFINITION, RedisStore, store_from_env
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.config import ConfigError
 from boutique.runtime.server import BackgroundService
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 class Cart:

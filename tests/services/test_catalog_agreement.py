@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
+
 from boutique import catalog as catalog_mod
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc

@@ -22,6 +22,9 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from boutique import catalog as catalog_mod
 from boutique import money
 from boutique.checkout import DEFINITION
@@ -29,8 +32,6 @@ from boutique.money import multiply
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.server import BackgroundService
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 CARD = pb.CreditCardInfo(credit_card_number="4432-8015-6152-0454", credit_card_cvv=672,
                          credit_card_expiration_year=2039, credit_card_expiration_month=1)
@@ -279,9 +280,8 @@ def test_empty_cart_succeeds_with_total_zero(shop: Shop, user: str) -> None:
 
 def test_a_huge_quantity_is_priced_without_stalling(shop: Shop, user: str) -> None:
     shop.fill_cart(user, [("9SIQT8TOJO", 2_000_000_000)])  # 5.49 USD each
-    start = time.monotonic()
-    shop.recorded.PlaceOrder(order_request(user, "USD"), timeout=10)
-    assert time.monotonic() - start < 5
+    # a per-unit loop (2e9 additions) would run into the call's deadline: DEADLINE_EXCEEDED
+    shop.recorded.PlaceOrder(order_request(user, "USD"), timeout=30)
     (charge,) = shop.rec["paymentservice"].requests["Charge"]
     assert charge.amount == as_money("USD", Decimal("5.49") * 2_000_000_000 + Decimal("8.99"))
 

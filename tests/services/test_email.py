@@ -7,22 +7,23 @@ import datetime
 import email
 import email.policy
 import logging
-import socket
 import ssl
 
 import grpc
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from testkit import free_port
+
 from boutique import email as email_svc
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.config import ConfigError
 from boutique.runtime.server import BackgroundService
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 EVIL = '<script>alert("x")</script>'
 
@@ -55,12 +56,6 @@ def order(**overrides) -> pb.OrderResult:
 
 def request(to: str = "someone@example.com", **overrides) -> pb.SendOrderConfirmationRequest:
     return pb.SendOrderConfirmationRequest(email=to, order=order(**overrides))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -181,7 +176,7 @@ def _authenticator(server, session, envelope, mechanism, auth_data):
 def smtp_server(request):
     """A real SMTP server on 127.0.0.1; param kwargs go to aiosmtpd's SMTP."""
     mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=_free_port(), **getattr(request, "param", {}))
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(), **getattr(request, "param", {}))
     controller.start()
     yield mailbox, controller
     controller.stop()
@@ -239,7 +234,7 @@ def test_smtp_refused_recipient_is_invalid_argument(smtp_server):
 
 
 def test_smtp_server_down_is_unavailable():
-    port = _free_port()
+    port = free_port()
     with pytest.raises(grpc.RpcError) as err:
         send({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_FROM": "orders@boutique.test"}, request())
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -287,7 +282,7 @@ def test_smtp_starttls_with_auth(tls_files):
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(tls_files / "server.pem", tls_files / "server.key")
     mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=_free_port(), tls_context=ctx,
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(), tls_context=ctx,
                             require_starttls=True, authenticator=_authenticator)  # AUTH only after STARTTLS
     controller.start()
     try:

@@ -22,13 +22,14 @@ import os
 
 import grpc
 import pytest
-from boutique import catalog as catalog_mod
-from boutique.proto import demo_pb2 as pb
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from boutique import catalog as catalog_mod
+from boutique.proto import demo_pb2 as pb
 
 EXAMPLES = int(os.environ.get("BOUTIQUE_FUZZ_EXAMPLES", "40"))
 DERANDOMIZE = os.environ.get("BOUTIQUE_FUZZ_RANDOM", "") != "1"

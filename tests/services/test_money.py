@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from boutique import money
 from boutique.proto import demo_pb2 as pb
 

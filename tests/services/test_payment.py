@@ -8,6 +8,7 @@ import uuid
 
 import grpc
 import pytest
+
 from boutique import payment
 from boutique.payment import DEFINITION
 from boutique.proto import demo_pb2 as pb

@@ -9,6 +9,7 @@ import time
 
 import grpc
 import pytest
+
 from boutique import productcatalog
 from boutique.productcatalog import DEFINITION, parse_go_duration
 from boutique.proto import demo_pb2 as pb

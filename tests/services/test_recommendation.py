@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-
 import grpc
 import pytest
+from testkit import free_port
+
 from boutique import productcatalog, recommendation
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
@@ -64,14 +64,8 @@ def test_order_and_choice_are_random(stub):
     assert len(results) > 1
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again when we leave: nothing listens there
-
-
 def test_catalog_down_is_unavailable_not_unknown():
-    env = {"PRODUCT_CATALOG_SERVICE_ADDR": f"127.0.0.1:{_closed_port()}"}
+    env = {"PRODUCT_CATALOG_SERVICE_ADDR": f"127.0.0.1:{free_port()}"}  # nothing listens there
     with BackgroundService(recommendation.DEFINITION, env) as svc, grpc.insecure_channel(svc.address) as channel:
         stub = rpc.RecommendationServiceStub(channel)
         with pytest.raises(grpc.RpcError) as err:

@@ -6,11 +6,12 @@ import re
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.server import BackgroundService
 from boutique.shipping import DEFINITION
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 TRACKING = re.compile(r"^[A-Y]{2}-\d+-\d+$")
 

@@ -373,7 +373,7 @@ def _fill_bench_cart(shop: Any) -> None:
 
 
 def run_mode(pool: ClientPool, cat: catalog_mod.Catalog, args: argparse.Namespace, workers: int) -> list[Result]:
-    from boutique.runner import PortInUseError, Shop, free_port_offset
+    from boutique.runner import start_on_free_offset
 
     payloads = _payloads()
     env = {"BOUTIQUE_ACCESS_LOG": "errors", "LOG_LEVEL": "warning"}
@@ -382,15 +382,8 @@ def run_mode(pool: ClientPool, cat: catalog_mod.Catalog, args: argparse.Namespac
         names |= {"checkoutservice", *cat.get("checkoutservice").callees}
     names -= {cat.redis.name}
     service_env = {n: {"BOUTIQUE_WORKERS": str(workers)} for n in names} if workers > 1 else {}
-    for attempt in range(5):  # a port can be taken between the check and the bind: try another offset
-        shop = Shop(port_offset=free_port_offset(), services=sorted(names), env=env, service_env=service_env,
-                    log_dir=args.log_dir / f"workers-{workers}" if args.log_dir else None)
-        try:
-            shop.start()
-            break
-        except PortInUseError:
-            if attempt == 4:
-                raise
+    shop = start_on_free_offset(services=sorted(names), env=env, service_env=service_env,
+                                log_dir=args.log_dir / f"workers-{workers}" if args.log_dir else None)
     results: list[Result] = []
     with shop:
         print(f"\n== {workers} server process(es) per service; shop on port offset {shop.port_offset}; "

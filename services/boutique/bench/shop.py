@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from boutique import loadgen
-from boutique.runner import PortInUseError, Shop, ShopError
+from boutique.runner import Shop, ShopError, start_on_free_offset
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_RATIO = 0.6
@@ -160,15 +159,9 @@ def restart_frontend(shop: Shop, fanout: str) -> None:
 
 def start_shop(port_offset: int | None) -> Shop:
     env = {"BOUTIQUE_ACCESS_LOG": "errors"}
-    offsets = [port_offset] if port_offset is not None else [random.randrange(200, 5400) for _ in range(30)]
-    for offset in offsets:
-        shop = Shop(port_offset=offset, env=env)
-        try:
-            shop.check_ports()
-            return shop.start()
-        except PortInUseError:
-            shop.stop()
-    raise ShopError("no free port offset for the benchmark shop")
+    if port_offset is None:
+        return start_on_free_offset(env=env)
+    return Shop(port_offset=port_offset, env=env).start()
 
 
 def main(argv: list[str] | None = None) -> int:

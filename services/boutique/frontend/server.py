@@ -149,9 +149,10 @@ class BackgroundFrontend:
 
     def __enter__(self) -> BackgroundFrontend:
         self.thread.start()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
+                self.__exit__()  # no thread or socket outlives a failed start
                 raise RuntimeError("the frontend did not start")
             time.sleep(0.02)
         return self

@@ -5,6 +5,7 @@
 - metrics: Prometheus RED metrics for gRPC servers and clients, on a separate port
 - tls:     optional TLS / mutual TLS credentials from files
 - client:  channels to callees with deadlines and a retry policy (idempotent methods only)
+- health:  the health service; Watch streams end when the server stops taking calls
 - server:  gRPC server bootstrap, health, reflection, graceful shutdown
 """
 

@@ -3,13 +3,16 @@
 A service module declares a ServiceDefinition; `serve()` does the rest: config
 from env, JSON logs, metrics port, TLS, health (all SERVING once started) and
 reflection, the observing interceptor, graceful shutdown on SIGTERM/SIGINT
-(health NOT_SERVING, optional drain delay, in-flight calls finish within the
-grace period, exit 0), and optionally several worker processes sharing the port.
+(health NOT_SERVING, optional drain delay, open health Watch streams end,
+in-flight calls finish within the grace period, exit 0), and optionally
+several worker processes sharing the port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import inspect
 import logging
 import os
@@ -23,16 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from boutique import catalog as catalog_mod
 from boutique.runtime import logs, metrics
 from boutique.runtime.client import Clients
 from boutique.runtime.config import ConfigError, ServiceConfig
+from boutique.runtime.health import SERVICE_NAME as HEALTH_SERVICE
+from boutique.runtime.health import SERVING, HealthServicer
 from boutique.runtime.tls import server_credentials
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class RunningService:
     """A started server; `port` is the bound port (useful with PORT=0 in tests)."""
 
     def __init__(self, server: grpc.aio.Server, port: int, ctx: ServiceContext,
-                 health_servicer: health.aio.HealthServicer) -> None:
+                 health_servicer: HealthServicer) -> None:
         self.server, self.port, self.ctx, self.health = server, port, ctx, health_servicer
 
     async def shutdown(self) -> None:
@@ -83,6 +86,8 @@ class RunningService:
         await self.health.enter_graceful_shutdown()
         if cfg.shutdown_drain:
             await asyncio.sleep(cfg.shutdown_drain)
+        # watchers have seen NOT_SERVING: their streams end now instead of holding the grace period
+        await self.health.end_watches()
         await self.server.stop(cfg.shutdown_grace)
         await self.ctx.close()
         self.ctx.log.info("stopped")
@@ -109,9 +114,9 @@ async def start(defn: ServiceDefinition, config: ServiceConfig, env: Mapping[str
         options=[("grpc.so_reuseport", reuseport), ("grpc.max_concurrent_streams", 1000)],
     )
     defn.add_servicer(servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((defn.grpc_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((defn.grpc_service, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
     try:
         if config.tls:
             port = server.add_secure_port(config.listen_addr, server_credentials(config.tls))
@@ -256,3 +261,24 @@ class BackgroundService:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_backends(stack: contextlib.ExitStack, overrides: Mapping[str, Mapping[str, str]] | None = None,
+                   catalog: catalog_mod.Catalog | None = None) -> dict[str, BackgroundService]:
+    """Every deployable gRPC service of the catalog as a BackgroundService (tests, benchmarks), callees
+    first, each wired to the already started callees by their contract env names; `overrides` adds env
+    per service name. Stopped when `stack` closes. Returns catalog name -> BackgroundService."""
+    cat = catalog or catalog_mod.default()
+    wanted = {s.name: s for s in cat.grpc_services() if s.deploy}
+    running: dict[str, BackgroundService] = {}
+    while len(running) < len(wanted):
+        ready = [s for s in wanted.values() if s.name not in running
+                 and all(c in running or c not in wanted for c in s.callees)]
+        if not ready:
+            raise RuntimeError(f"call graph cycle among {sorted(set(wanted) - set(running))}")
+        for svc in ready:
+            module = importlib.import_module(f"boutique.{svc.module}")
+            env = {wanted[c].addr_env: running[c].address for c in svc.callees if c in wanted}
+            env.update((overrides or {}).get(svc.name, {}))
+            running[svc.name] = stack.enter_context(BackgroundService(module.DEFINITION, env, catalog))
+    return running
