@@ -9,6 +9,7 @@ where .ci/run has installed every tool and a missing one is a broken setup.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -38,3 +39,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# The shop's checkout form, filled in correctly (a VISA card payment accepts), and the prices on a page.
+CHECKOUT_FORM = {
+    "email": "someone@example.com", "street_address": "1600 Amphitheatre Parkway", "zip_code": "94043",
+    "city": "Mountain View", "state": "CA", "country": "United States",
+    "credit_card_number": "4432801561520454", "credit_card_expiration_month": "1",
+    "credit_card_expiration_year": "2040", "credit_card_cvv": "672",
+}
+
+
+def prices(html: str) -> list[str]:
+    """The prices a shop page shows, in page order."""
+    return re.findall(r'class="price[^"]*">([^<]+)<', html)

@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+from testkit import CHECKOUT_FORM, prices
 
 from boutique import money
 from boutique.loadgen import run as run_load
@@ -14,16 +15,7 @@ from boutique.proto import demo_pb2_grpc as rpc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHECKOUT = {
-    "email": "someone@example.com", "street_address": "1600 Amphitheatre Parkway", "zip_code": "94043",
-    "city": "Mountain View", "state": "CA", "country": "United States",
-    "credit_card_number": "4432801561520454", "credit_card_expiration_month": "1",
-    "credit_card_expiration_year": "2040", "credit_card_cvv": "672",
-}
-
-
-def prices(html: str) -> list[str]:
-    return re.findall(r'class="price[^"]*">([^<]+)<', html)
+CHECKOUT = CHECKOUT_FORM
 
 
 def convert(shop, units: int, nanos: int, to: str) -> pb.Money:

@@ -9,6 +9,7 @@ import uuid
 import grpc
 import pytest
 from prometheus_client import REGISTRY
+from testkit import CHECKOUT_FORM, prices
 
 from boutique import money
 from boutique.proto import demo_pb2 as pb
@@ -16,16 +17,7 @@ from boutique.proto import demo_pb2_grpc as rpc
 
 PRODUCT_IDS = ["OLJCESPC7Z", "66VCHSJNUP", "1YMWWN1N4O", "L9ECAV7KIM", "2ZYFJ3GM2N", "0PUK6V6EV0",
                "LS4PSXUNUM", "9SIQT8TOJO", "6E92ZMYYFZ"]
-CHECKOUT = {
-    "email": "someone@example.com", "street_address": "1600 Amphitheatre Parkway", "zip_code": "94043",
-    "city": "Mountain View", "state": "CA", "country": "United States",
-    "credit_card_number": "4432801561520454", "credit_card_expiration_month": "1",
-    "credit_card_expiration_year": "2039", "credit_card_cvv": "672",
-}
-
-
-def prices(html: str) -> list[str]:
-    return re.findall(r'class="price[^"]*">([^<]+)<', html)
+CHECKOUT = CHECKOUT_FORM
 
 
 def convert(address: str, usd: pb.Money, to: str) -> pb.Money:

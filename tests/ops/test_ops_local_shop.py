@@ -9,7 +9,7 @@ import re
 
 import httpx
 import pytest
-from ops_playbook_lib import run_playbook, start_shop
+from ops_playbook_lib import require_tool, run_playbook, start_shop
 
 from boutique import catalog as catalog_mod
 
@@ -80,8 +80,8 @@ def test_verify_mtls_rejects_unknown_services(shop):
 
 
 def test_cart_backup_and_restore_round_trip_through_the_shop(shop, tmp_path):
-    if shop.redis_address is None:
-        pytest.fail("the shop runs without redis-server; `make system-deps` installs it")
+    require_tool("redis-server", "the cart's Redis behind the local shop")
+    assert shop.redis_address is not None, "redis-server is installed but the shop runs without it"
     with httpx.Client(base_url=shop.base_url, timeout=15) as web:
         assert web.get("/").status_code == 200
         assert web.post("/cart", data={"product_id": "66VCHSJNUP", "quantity": "3"}).status_code in (200, 302, 303)

@@ -30,6 +30,7 @@ class RedisServer:
 
     def __init__(self, binary: str, port: int | None = None) -> None:
         self.binary = binary
+        self.fixed_port = port is not None
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -41,22 +42,38 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
 
     def start(self) -> RedisServer:
+        """Start it and wait (generously) until it answers. A free port can be taken by someone else
+        before redis binds it: then, unless the port was asked for, try again on another one."""
+        for attempt in range(1 if self.fixed_port else 3):
+            if attempt:
+                self.port = free_port()
+            if self._start_once():
+                return self
+        raise RuntimeError(f"redis-server could not get a port of its own (last tried {self.port})")
+
+    def _start_once(self) -> bool:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while True:
             try:
                 with self.client() as c:
-                    c.ping()
-                return self
+                    pid = int(c.info("server")["process_id"])
+                if pid == self.proc.pid:
+                    return True
+                self.stop()  # another redis-server answers on this port: not ours to use
+                return False
             except redis.ConnectionError:
                 if self.proc.poll() is not None:
                     err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    self.stop()
+                    if "address already in use" in err.lower() and not self.fixed_port:
+                        return False
                     raise RuntimeError(f"redis-server on port {self.port} exited: {err}") from None
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on port {self.port} did not answer PING in 10s") from None
+                    raise RuntimeError(f"redis-server on port {self.port} did not answer PING in 30s") from None
                 time.sleep(0.02)
 
     def stop(self) -> None:

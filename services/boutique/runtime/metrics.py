@@ -168,6 +168,20 @@ class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
 
     def __init__(self, timeout: float | None = None) -> None:
         self.timeout = timeout  # the callee's catalog timeout, in seconds
+        # method -> (service, name, latency observer) and (method, code) -> counter: looked up once each
+        self._methods: dict[str | bytes, tuple[str, str, Callable[[float], None]]] = {}
+        self._handled: dict[tuple[str | bytes, grpc.StatusCode], Any] = {}
+
+    def _count(self, method: str | bytes, code: grpc.StatusCode, seconds: float) -> None:
+        series = self._methods.get(method)
+        if series is None:
+            service, name = split_method(method.decode() if isinstance(method, bytes) else method)
+            series = self._methods[method] = (service, name, CLIENT_SECONDS.labels(service, name).observe)
+        counter = self._handled.get((method, code))
+        if counter is None:  # a series appears once a call ended with that code, as before
+            counter = self._handled[method, code] = CLIENT_HANDLED.labels(series[0], series[1], code.name)
+        counter.inc()
+        series[2](seconds)
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
         if self.timeout is not None and (client_call_details.timeout is None
@@ -178,9 +192,6 @@ class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
             metadata.add("x-request-id", rid)
             client_call_details = client_call_details._replace(metadata=metadata)
-        method = client_call_details.method
-        full = method.decode() if isinstance(method, bytes) else method
-        service, name = split_method(full)
         start = time.perf_counter()
         call = await continuation(client_call_details, request)
         try:
@@ -190,6 +201,5 @@ class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             code = exc.code()
         except Exception:
             code = grpc.StatusCode.UNKNOWN
-        CLIENT_HANDLED.labels(service, name, code.name).inc()
-        CLIENT_SECONDS.labels(service, name).observe(time.perf_counter() - start)
+        self._count(client_call_details.method, code, time.perf_counter() - start)
         return call
