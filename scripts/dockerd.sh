@@ -25,9 +25,10 @@ engine_up() { docker -H "$SOCK" info >/dev/null 2>&1; }
 command -v docker >/dev/null 2>&1 || die "the docker CLI is not installed (apt-get install docker.io)"
 
 if [ "${1:-}" = "--stop" ]; then
-  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-    kill "$(cat "$PIDFILE")"
-    for _ in $(seq 30); do kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break; sleep 1; done
+  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill "$pid"
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
     rm -f "$PIDFILE"
     echo "dockerd.sh: stopped"
   else

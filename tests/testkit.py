@@ -9,6 +9,7 @@ where .ci/run has installed every tool and a missing one is a broken setup.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import socket
@@ -34,9 +35,23 @@ def require_tool(name: str, why: str) -> str:
     raise AssertionError("unreachable")
 
 
+# Below Linux's ephemeral range (32768-60999), so no outgoing connection on this machine can take
+# the port between our check and the server's bind; above every shop port at offsets up to 5400.
+FREE_PORTS = range(25000, 32768)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.choice(FREE_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # that range is crowded: any port the kernel offers
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

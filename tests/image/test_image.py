@@ -117,7 +117,7 @@ def test_image_catalog_is_the_repository_catalog(image: str) -> None:
 
 
 def test_build_refuses_an_unknown_service(base_image: str) -> None:
-    proc = docker("build", "--quiet", *build_args(SERVICE="nosuchservice"), "-t", "boutique-test/bad:pytest",
-                  str(ROOT), check=False)
+    proc = docker("build", "--quiet", "--force-rm", *build_args(SERVICE="nosuchservice"),
+                  "-t", "boutique-test/bad:pytest", str(ROOT), check=False)
     assert proc.returncode != 0
     assert "unknown service 'nosuchservice'" in proc.stdout + proc.stderr

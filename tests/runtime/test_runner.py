@@ -117,39 +117,63 @@ def _table_pids(stdout_lines: list[str]) -> dict[str, int]:
     return pids
 
 
+def _start_boutique_run(log_dir: Path) -> tuple[subprocess.Popen[str], int, list[str]]:
+    """`boutique run` on a free port offset, read until it reports ready: (process, offset, stdout lines).
+    A port can be taken between our check and the services' bind (some catalog ports + offset lie in
+    Linux's ephemeral range, where any outgoing connection may take them): then it exits 2 saying so,
+    and we try another offset."""
+    for attempt in range(3):
+        offset = free_port_offset()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "boutique.cli", "run", "--port-offset", str(offset), "--log-dir", str(log_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def reader(proc: subprocess.Popen[str] = proc, lines: queue.Queue[str | None] = lines) -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=reader, daemon=True).start()
+        seen: list[str] = []
+        deadline = time.monotonic() + 120
+        try:
+            while time.monotonic() < deadline:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+                if line is None:
+                    break
+                seen.append(line)
+                if "Ctrl-C stops everything" in line:
+                    return proc, offset, seen
+        except queue.Empty:
+            pass
+        if proc.poll() is None:
+            proc.terminate()  # the runner stops its services on SIGTERM
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.wait()
+        err = proc.stderr.read() if proc.stderr else ""
+        # "port already in use" (taken before start) or "address in use" (taken between check and bind)
+        if proc.returncode == 2 and "in use" in err and attempt < 2:
+            continue
+        pytest.fail(f"boutique run did not report ready (exit {proc.returncode}):\n{''.join(seen)}{err}")
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_boutique_run_stops_everything_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
-    offset = free_port_offset()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "boutique.cli", "run", "--port-offset", str(offset), "--log-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def reader() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=reader, daemon=True).start()
-    seen: list[str] = []
+    proc, offset, seen = _start_boutique_run(tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            assert line is not None, f"boutique run ended early:\n{''.join(seen)}{proc.stderr.read()}"
-            seen.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
-        else:
-            pytest.fail("boutique run did not report ready")
         pids = _table_pids(seen)
         assert set(GRPC_SERVICES) <= set(pids), seen
         assert f"http://127.0.0.1:{CAT.get('frontend').local_port + offset}/" in "".join(seen)
         assert all(alive(p) for p in pids.values())
         os.killpg(proc.pid, sig)  # what the terminal does on Ctrl-C: signal the foreground group
-        assert proc.wait(timeout=40) == 0, proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -30,22 +30,33 @@ class Served:
     """`boutique serve productcatalogservice` as a process on a free port."""
 
     def __init__(self, log: Path, **env: str) -> None:
+        self.log = log
+        for attempt in range(3):  # the free port can be taken before the service binds it: another one
+            if self._start(env) or attempt == 2:
+                break
+        assert self.proc.poll() is None, log.read_text()
+
+    def _start(self, env: dict[str, str]) -> bool:
+        """Start on a free port and wait (generously) for SERVING; False when the port was taken."""
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         full_env = {**os.environ, "PORT": str(self.port), "METRICS_PORT": "0", "LISTEN_ADDR": "127.0.0.1",
                     "BOUTIQUE_ACCESS_LOG": "errors", **env}
-        self.log = log
-        with open(log, "wb") as fh:
+        with open(self.log, "wb") as fh:
             self.proc = subprocess.Popen([sys.executable, "-m", "boutique.cli", "serve", "productcatalogservice"],
                                          env=full_env, stdout=fh, stderr=subprocess.STDOUT)
         self.channel = grpc.insecure_channel(self.address)
         health = health_pb2_grpc.HealthStub(self.channel)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
-            assert self.proc.poll() is None, log.read_text()
+            if self.proc.poll() is not None:
+                self.channel.close()
+                if self.proc.returncode == 2 and "address in use" in self.log.read_text():
+                    return False
+                raise AssertionError(self.log.read_text())
             try:
                 if health.Check(health_pb2.HealthCheckRequest(), timeout=1, wait_for_ready=True).status == SERVING:
-                    break
+                    return True
             except grpc.RpcError:
                 pass
             assert time.monotonic() < deadline, "service did not become SERVING"
