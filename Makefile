@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 ARTIFACTS ?= $(CURDIR)/artifacts
 
-.PHONY: help setup system-deps run run-mtls test lint bench bench-services load lock protos site clean
+.PHONY: help setup system-deps run run-mtls test lint bench bench-services load lock protos site moto teardown clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -45,8 +45,14 @@ bench: setup ## shop benchmark through the frontend with the load generator's mi
 load: setup ## headless load run against BASE_URL (default the local shop)
 	$(BIN)/boutique loadgen --host $${BASE_URL:-http://127.0.0.1:8080} --users $${USERS:-10} --duration $${DURATION:-60s}
 
-site: setup ## ansible-playbook site.yml on the local (embedded) inventory
-	$(BIN)/ansible-playbook -i inventories/local site.yml
+site: setup ## ansible-playbook site.yml on the local inventory (moto + render; INVENTORY=... for others)
+	$(BIN)/ansible-playbook -i $${INVENTORY:-inventories/local} site.yml
+
+moto: setup ## start only the embedded AWS API (moto on 127.0.0.1:4599), as site.yml would
+	$(BIN)/ansible-playbook -i inventories/local playbooks/site/aws.yml --tags moto
+
+teardown: setup ## remove everything site.yml made, in reverse order (INVENTORY=... for others)
+	$(BIN)/ansible-playbook -i $${INVENTORY:-inventories/local} playbooks/teardown.yml
 
 protos: setup ## regenerate the committed gRPC stubs from protos/demo.proto
 	$(BIN)/python scripts/gen_protos.py

@@ -143,6 +143,16 @@ def _vpc(moto: Moto) -> dict:
     return vpcs[0]
 
 
+def test_check_mode_on_an_empty_account_creates_nothing(moto: Moto) -> None:
+    # Runs before the `site` fixture creates anything (file order).
+    run = moto.playbook("site.yml", "--check", "--diff")
+    assert run.rc == 0, run.output[-6000:]
+    assert "VPC boutique-mesh-local does not exist yet" in " ".join(run.output.split())
+    assert moto.client("ec2").describe_vpcs(Filters=[{"Name": "tag:Project", "Values": [PROJECT]}])["Vpcs"] == []
+    assert moto.client("eks").list_clusters()["clusters"] == []
+    assert moto.client("ecr").describe_repositories()["repositories"] == []
+
+
 def test_first_run_creates_everything_and_second_run_changes_nothing(site: dict[str, Run]) -> None:
     first, second = site["first"].recap, site["second"].recap
     assert first["failed"] == 0 and first["changed"] > 10, first
