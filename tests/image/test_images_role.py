@@ -295,3 +295,29 @@ def test_ecr_login_module_returns_registry_and_user_but_hides_the_password(moto_
     assert re.search(r"^\s*username: AWS$", out, re.M) and re.search(r"^\s*changed: false$", out, re.M), out
     assert re.search(r"^\s*password: VALUE_SPECIFIED_IN_NO_LOG_PARAMETER$", out, re.M), out
     assert re.search(r"^\s*token: VALUE_SPECIFIED_IN_NO_LOG_PARAMETER$", out, re.M), out
+
+
+@pytest.mark.docker
+@pytest.mark.k8s
+def test_rendered_deployments_reference_exactly_the_pushed_digests(stage: dict) -> None:
+    """The Kubernetes stage, rendering after the images stage, deploys registry/name@sha256:...
+    (the digests the images stage recorded), never a mutable tag."""
+    import yaml
+
+    assert stage["first"].proc.returncode == 0, "the images stage failed; see the first test"
+    refs = json.loads(stage["refs_file"].read_text())
+    render_dir = stage["tmp"] / "rendered"
+    env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(["ansible-playbook", "-i", "inventories/local", "playbooks/site/kubernetes.yml",
+                           "-e", f"boutique_render_dir={render_dir}",
+                           "-e", f"boutique_images_file={stage['refs_file']}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    seen = {}
+    for path in sorted((render_dir / "microservice").glob("*.yaml")):
+        for obj in yaml.safe_load_all(path.read_text()):
+            if obj and obj.get("kind") == "Deployment" and obj["metadata"]["name"] in refs:
+                name = obj["metadata"]["name"]
+                seen[name] = obj["spec"]["template"]["spec"]["containers"][0]["image"]
+                assert obj["metadata"]["annotations"]["boutique.dev/image-source"] == "digest", name
+    assert seen == refs

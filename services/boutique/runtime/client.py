@@ -28,10 +28,10 @@ def service_config(svc: Service) -> dict[str, Any]:
     """The gRPC service config for calls to `svc`: a retry policy for idempotent methods."""
     configs: list[dict[str, Any]] = []
     for method in svc.methods:
-        if method.idempotent and svc.retry_attempts > 0:
+        if method.idempotent and svc.retry_attempts > 1:
             entry: dict[str, Any] = {"name": [{"service": svc.grpc_service, "method": method.name}]}
             entry["retryPolicy"] = {
-                "maxAttempts": min(svc.retry_attempts + 1, MAX_GRPC_ATTEMPTS),
+                "maxAttempts": min(svc.retry_attempts, MAX_GRPC_ATTEMPTS),
                 "initialBackoff": "0.05s",
                 "maxBackoff": "0.5s",
                 "backoffMultiplier": 2,
