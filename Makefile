@@ -14,6 +14,8 @@ help: ## list the targets
 setup: $(VENV)/.installed ## create .venv and install every pinned dependency
 
 $(VENV)/.installed: requirements.txt pyproject.toml
+	@# Debian's python3 needs python3-venv for `-m venv` (ensurepip).
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || bash scripts/system-deps.sh python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt

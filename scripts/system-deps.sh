@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests use, only those that are missing.
+# Install the Debian packages the tests use, only those that are missing
+# (or, with arguments, exactly the named packages).
 # Used by `make test` (and so by .ci/run). Needs root or sudo for apt-get.
 #   redis-server      real Redis for the cart tests and the local runner
 #   prometheus        promtool (rule tests) and a real Prometheus (live check)
@@ -18,11 +19,15 @@ declare -A want=(
   [chromium]=chromium
 )
 missing=()
-for bin in "${!want[@]}"; do
-  if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ] && [ ! -x "/usr/bin/$bin" ]; then
-    missing+=("${want[$bin]}")
-  fi
-done
+if [ $# -gt 0 ]; then
+  missing=("$@")  # explicit packages, e.g. `system-deps.sh python3-venv` from `make setup`
+else
+  for bin in "${!want[@]}"; do
+    if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ] && [ ! -x "/usr/bin/$bin" ]; then
+      missing+=("${want[$bin]}")
+    fi
+  done
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "system-deps: all present"
   exit 0
