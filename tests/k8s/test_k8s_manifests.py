@@ -382,10 +382,13 @@ def test_a_bad_catalog_entry_fails_with_a_clear_message(tmp_path):
 
 
 def test_render_dir_lands_in_the_repo_by_default():
-    """Inventories put rendered files in <repo>/rendered/<env>, whichever playbook ran."""
+    """The one default puts rendered files in <repo>/rendered/<env> whichever playbook ran
+    (it is relative to the inventory, not to playbook_dir), and no inventory overrides it."""
+    defaults = (ROOT / "group_vars/all/main.yml").read_text()
+    assert 'boutique_render_dir: "{{ inventory_dir }}/../../rendered/{{ boutique_env }}"' in defaults
     for inv in ("local", "production"):
         text = (ROOT / "inventories" / inv / "group_vars/boutique.yml").read_text()
-        assert 'boutique_render_dir: "{{ inventory_dir }}/../../rendered/{{ boutique_env }}"' in text
+        assert "\nboutique_render_dir:" not in text, inv
     assert Path(ROOT / "playbooks/site/group_vars").resolve() == (ROOT / "group_vars").resolve()
 
 
