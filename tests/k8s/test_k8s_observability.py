@@ -173,7 +173,15 @@ def test_dashboard_queries_return_data_from_a_live_shop(tmp_path):
                      f"Prometheus did not scrape all {len(targets)} targets; log: {tmp_path / 'prometheus.log'}")
             drive_load(shop.base_url, rounds=40)
             time.sleep(4)  # a few more scrapes after the load
-            rules = json.load(urllib.request.urlopen(f"{base}/api/v1/rules", timeout=10))["data"]["groups"]
+
+            def rule_groups() -> list[dict]:
+                return json.load(urllib.request.urlopen(f"{base}/api/v1/rules", timeout=10))["data"]["groups"]
+
+            # Each group evaluates on its own interval (30s): a rule is "unknown" until its
+            # first evaluation, then "ok" or "err". Wait for every rule to be evaluated.
+            wait_for(lambda: all(r["health"] != "unknown" for g in rule_groups() for r in g["rules"]), 90,
+                     "Prometheus did not evaluate every rule within 90s")
+            rules = rule_groups()
             assert {g["name"] for g in rules} == {"boutique.recording", "boutique.alerts"}
             assert all(r["health"] == "ok" for g in rules for r in g["rules"]), rules
             queries = [(f"{dashboard} / {title}", expr) for dashboard, title, expr in dashboard_exprs()
