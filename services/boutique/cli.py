@@ -5,6 +5,7 @@
   boutique loadgen ...         headless load against a frontend URL
   boutique certs --out DIR     throw-away CA and per-service certificates (mutual TLS)
   boutique catalog             print the service catalog as the runner sees it
+  boutique tools build NAME    build (or reuse) a pinned Go tool (tools/go/NAME); a checkout only
 """
 
 from __future__ import annotations
@@ -46,6 +47,18 @@ def _catalog(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(module: str):
+    """A development-only module (boutique.dev.*); the service images leave them out."""
+    try:
+        return importlib.import_module(f"boutique.dev.{module}")
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"this command needs a development checkout of boutique-mesh ({exc})") from exc
+
+
+def _tools(args: argparse.Namespace) -> int:
+    return _dev("gotools").main(args.tool_args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="boutique", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p_cat = sub.add_parser("catalog", help="print the service catalog")
     p_cat.set_defaults(func=_catalog)
+
+    p_tools = sub.add_parser("tools", help="build or locate the pinned Go tools (development checkout only)")
+    p_tools.add_argument("tool_args", nargs="*", metavar="build|path|list [NAME...]")
+    p_tools.set_defaults(func=_tools)
 
     # Imported here, not at module level: `boutique serve` should not pay for them.
     from boutique import loadgen, runner
