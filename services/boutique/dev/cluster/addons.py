@@ -109,7 +109,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, log: Callable
         try:
             if check():
                 return time.monotonic() - start
-        except Exception as exc:  # noqa: BLE001 (API not answering yet: keep polling, report the last one)
+        except Exception as exc:
             last_error = f" (last error: {str(exc).splitlines()[0][:200]})"
         time.sleep(1)
     raise ClusterError(f"{what} did not happen within {timeout:.0f}s{last_error}")

@@ -171,7 +171,8 @@ def status(s: Settings, log: Log = print) -> int:
         return 1
     log(f"cluster: supervisor pid {state.get('supervisor')}, phase {state.get('phase')}")
     for name, info in state.get("programs", {}).items():
-        log(f"  {name:24} {info.get('state', '?'):10} pid {info.get('pid', '-'):>7}  restarts {info.get('restarts', 0)}")
+        log(f"  {name:24} {info.get('state', '?'):10} pid {info.get('pid', '-'):>7}  "
+            f"restarts {info.get('restarts', 0)}")
     try:
         client = addons.api(s)
         ready = addons.node_ready(client, s)
@@ -179,7 +180,7 @@ def status(s: Settings, log: Log = print) -> int:
         log(f"  node {s.node_name}: {'Ready' if ready else 'NOT Ready'}; {len(pods.items)} pods")
         for pod in pods.items:
             log(f"    {pod.metadata.namespace}/{pod.metadata.name}: {pod.status.phase}")
-    except Exception as exc:  # noqa: BLE001 (status reports, it does not fail on a sick API)
+    except Exception as exc:
         log(f"  API server not answering: {str(exc).splitlines()[0][:200]}")
         ready = False
     total = memory_bytes(s)
