@@ -80,7 +80,8 @@ def crds_of_kinds(documents_and_entry: tuple[list[Any], dict[str, Any]]) -> list
     chosen = [c for c in crds if not kinds or c.get("spec", {}).get("names", {}).get("kind") in kinds]
     missing = kinds - {c["spec"]["names"]["kind"] for c in chosen}
     if missing:
-        raise AnsibleFilterError(f"{entry.get('path')} has no CustomResourceDefinition for {', '.join(sorted(missing))}")
+        raise AnsibleFilterError(f"{entry.get('path')} has no CustomResourceDefinition for "
+                                 f"{', '.join(sorted(missing))}")
     return chosen
 
 

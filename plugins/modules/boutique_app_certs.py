@@ -3,6 +3,22 @@
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+except ImportError:  # pragma: no cover (the module reports it)
+    CRYPTOGRAPHY_ERROR = traceback.format_exc()
+else:
+    CRYPTOGRAPHY_ERROR = None
+
 DOCUMENTATION = r"""
 module: boutique_app_certs
 short_description: Issue, keep or renew one certificate per service from a CA (app-level mutual TLS)
@@ -50,21 +66,6 @@ secrets: {description: "Secret name -> data (base64) of every certificate asked 
 issued: {description: Secret names that got a new certificate this run, type: list, returned: always}
 """
 
-import base64
-import datetime as dt
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-try:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-except ImportError:  # pragma: no cover (the module reports it)
-    CRYPTOGRAPHY_ERROR = traceback.format_exc()
-else:
-    CRYPTOGRAPHY_ERROR = None
 
 
 def _b64(data: bytes) -> str:
@@ -81,7 +82,7 @@ def _key_pem(key) -> bytes:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _new_ca(days: int):
@@ -127,7 +128,7 @@ def _still_good(data: dict, ca_cert, want: dict, renew_days: int) -> bool:
         cert = x509.load_pem_x509_certificate(_unb64(data.get("tls.crt", "")))
         key = serialization.load_pem_private_key(_unb64(data.get("tls.key", "")), password=None)
         cert.verify_directly_issued_by(ca_cert)
-    except Exception:  # noqa: BLE001 (anything unreadable or foreign is simply replaced)
+    except Exception:
         return False
     if _unb64(data.get("ca.crt", "")) != ca_cert.public_bytes(serialization.Encoding.PEM):
         return False
