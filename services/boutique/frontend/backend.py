@@ -19,14 +19,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from boutique.catalog import Catalog
+from boutique.catalog import Catalog, Service
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime import logs
 from boutique.runtime.client import Clients, service_config
 from boutique.runtime.config import TLSFiles
-from boutique.runtime.metrics import ClientInterceptor
-from boutique.runtime.tls import channel_credentials
 
 T = TypeVar("T")
 log = logging.getLogger("frontend.backend")
@@ -61,25 +59,14 @@ class FrontendClients(Clients):
         super().__init__(catalog, env, tls)
         self.timeouts = {name: catalog.get(name).timeout for name in catalog.services}
 
-    def channel(self, callee: str) -> grpc.aio.Channel:
-        if callee not in self._channels:
-            svc = self.catalog.get(callee)
-            config = service_config(svc)
-            for method in config["methodConfig"]:
-                method.pop("timeout", None)  # deadlines are set per call
-            options = [("grpc.service_config", json.dumps(config)), ("grpc.enable_retries", 1),
-                       ("grpc.keepalive_time_ms", 30_000),
-                       ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-                       ("grpc.max_reconnect_backoff_ms", 2_000)]
-            addr = self.address(callee)
-            interceptors = [ClientInterceptor(svc.timeout)]
-            if self.tls:
-                ch = grpc.aio.secure_channel(addr, channel_credentials(self.tls), options=options,
-                                             interceptors=interceptors)
-            else:
-                ch = grpc.aio.insecure_channel(addr, options=options, interceptors=interceptors)
-            self._channels[callee] = ch
-        return self._channels[callee]
+    def channel_options(self, svc: Service) -> list[tuple[str, Any]]:
+        config = service_config(svc)
+        for method in config["methodConfig"]:
+            method.pop("timeout", None)  # deadlines are set per call
+        return [("grpc.service_config", json.dumps(config)), ("grpc.enable_retries", 1),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2_000)]
 
 
 class Backend:
