@@ -4,6 +4,10 @@ Every call has a deadline: required calls use the callee's catalog timeout (set
 by the runtime's channel service config); optional data (ads, recommendations)
 has a short deadline of its own and degrades to "not shown" on any error.
 
+The product list and the supported currencies change only with a new catalog or rates file:
+they are kept in memory (boutique.runtime.cache.RefreshingValue) and refreshed in the background
+once BOUTIQUE_CACHE_TTL_SECONDS old (default 30; never served 2x that old; 0 = a call per page).
+
 `Backend.all(*coroutines)` is the fan-out: with FRONTEND_FANOUT=concurrent the
 independent calls of a page run together (asyncio.gather); with sequential they
 run one after another, which exists only to measure what the fan-out buys.
@@ -23,8 +27,9 @@ from boutique.catalog import Catalog, Service
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime import logs
+from boutique.runtime.cache import RefreshingValue
 from boutique.runtime.client import Clients, service_config
-from boutique.runtime.config import TLSFiles
+from boutique.runtime.config import TLSFiles, cache_ttl
 
 T = TypeVar("T")
 log = logging.getLogger("frontend.backend")
@@ -58,6 +63,12 @@ class FrontendClients(Clients):
     def __init__(self, catalog: Catalog, env: Mapping[str, str], tls: TLSFiles | None) -> None:
         super().__init__(catalog, env, tls)
         self.timeouts = {name: catalog.get(name).timeout for name in catalog.services}
+        self.caches: list[RefreshingValue[Any]] = []  # closed before the channels
+
+    async def close(self) -> None:
+        for cache in self.caches:
+            await cache.close()
+        await super().close()
 
     def channel_options(self, svc: Service) -> list[tuple[str, Any]]:
         config = service_config(svc)
@@ -88,6 +99,12 @@ class Backend:
         self.shipping = clients.stub("shippingservice", rpc.ShippingServiceStub)
         self.checkout = clients.stub("checkoutservice", rpc.CheckoutServiceStub)
         self.ads = clients.stub("adservice", rpc.AdServiceStub)
+        ttl = cache_ttl(clients.env)
+        self._currencies: RefreshingValue[list[str]] = RefreshingValue(
+            self._load_currencies, ttl, what="the supported currencies", log=log)
+        self._products: RefreshingValue[list[pb.Product]] = RefreshingValue(
+            self._load_products, ttl, what="the product list", log=log)
+        clients.caches += [self._currencies, self._products]
 
     # -- fan-out -----------------------------------------------------------------------------
     async def all(self, *aws: Awaitable[Any]) -> list[Any]:
@@ -118,11 +135,18 @@ class Backend:
 
     # -- calls -------------------------------------------------------------------------------
     async def supported_currencies(self) -> list[str]:
+        return list(await self._currencies.get())
+
+    async def _load_currencies(self) -> list[str]:
         call = self.currency.GetSupportedCurrencies(pb.Empty(), timeout=self.t_currency)
         r = await self._required("currency GetSupportedCurrencies", call)
         return list(r.currency_codes)
 
     async def list_products(self) -> list[pb.Product]:
+        """The catalog's products (shared: callers read them, never change them)."""
+        return list(await self._products.get())
+
+    async def _load_products(self) -> list[pb.Product]:
         call = self.products.ListProducts(pb.Empty(), timeout=self.t_catalog)
         r = await self._required("product catalog ListProducts", call)
         return list(r.products)

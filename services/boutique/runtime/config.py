@@ -99,10 +99,11 @@ class ServiceConfig:
     metrics_port: int  # 0 turns the metrics endpoint off
     shutdown_grace: float
     shutdown_drain: float
-    access_log: str  # all | errors | off
+    access_log: str  # all | errors (the default: one line per failed call) | off
     log_level: str
     tls: TLSFiles | None
     workers: int
+    cache_ttl: float = 30.0  # seconds a cached list from a callee is fresh (boutique.runtime.cache); 0 = off
 
     @property
     def listen_addr(self) -> str:
@@ -110,7 +111,7 @@ class ServiceConfig:
 
     @classmethod
     def from_env(cls, service: str, default_port: int, env: Mapping[str, str] | None = None) -> ServiceConfig:
-        access_log = env_str("BOUTIQUE_ACCESS_LOG", "all", env).lower()
+        access_log = env_str("BOUTIQUE_ACCESS_LOG", "errors", env).lower()
         if access_log not in {"all", "errors", "off"}:
             raise ConfigError(f"BOUTIQUE_ACCESS_LOG={access_log!r} must be all, errors or off")
         level = env_str("LOG_LEVEL", "info", env).upper()
@@ -127,7 +128,13 @@ class ServiceConfig:
             log_level=level,
             tls=tls_from_env(env),
             workers=env_int("BOUTIQUE_WORKERS", 1, env, lo=1, hi=64),
+            cache_ttl=cache_ttl(env),
         )
+
+
+def cache_ttl(env: Mapping[str, str] | None = None) -> float:
+    """BOUTIQUE_CACHE_TTL_SECONDS: how long a cached product or currency list is fresh (0 = no cache)."""
+    return env_float("BOUTIQUE_CACHE_TTL_SECONDS", 30.0, env)
 
 
 def tls_from_env(env: Mapping[str, str] | None = None) -> TLSFiles | None:
