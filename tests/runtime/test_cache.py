@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from boutique.runtime import cache as cache_mod
-from boutique.runtime.cache import RefreshingValue
+from boutique.runtime.cache import RefreshingValue, TtlMemo
 from boutique.runtime.config import ConfigError, ServiceConfig
 
 
@@ -169,3 +169,46 @@ def test_cache_ttl_and_access_log_defaults() -> None:
     assert cfg.cache_ttl == 30.0
     assert cfg.access_log == "errors"  # the per-call INFO line is opt-in: BOUTIQUE_ACCESS_LOG=all
     assert ServiceConfig.from_env("currencyservice", 7000, {"BOUTIQUE_ACCESS_LOG": "all"}).access_log == "all"
+
+
+class Answers:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail = False
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        if self.fail:
+            raise LookupError("no answer")
+        return self.calls
+
+
+async def test_memo_reuses_an_answer_until_it_is_ttl_old() -> None:
+    clock, answers = Clock(), Answers()
+    memo: TtlMemo[str, int] = TtlMemo(ttl=30, clock=clock)
+    assert [await memo.get("k", answers) for _ in range(3)] == [1, 1, 1]
+    clock.now += 29.9
+    assert await memo.get("k", answers) == 1
+    clock.now += 0.1
+    assert await memo.get("k", answers) == 2  # 30 s old: asked again
+    assert await memo.get("other", answers) == 3  # keys are separate
+
+
+async def test_memo_keeps_no_errors_and_at_most_max_entries() -> None:
+    answers = Answers()
+    memo: TtlMemo[int, int] = TtlMemo(ttl=30, max_entries=2, clock=Clock())
+    answers.fail = True
+    with pytest.raises(LookupError):
+        await memo.get(1, answers)
+    answers.fail = False
+    assert await memo.get(1, answers) == 2  # the failure was not kept
+    await memo.get(2, answers)
+    await memo.get(3, answers)
+    assert len(memo) == 2
+    assert await memo.get(1, answers) == 5  # the oldest entry went first
+
+
+async def test_memo_with_ttl_zero_always_asks() -> None:
+    answers = Answers()
+    memo: TtlMemo[str, int] = TtlMemo(ttl=0)
+    assert [await memo.get("k", answers) for _ in range(3)] == [1, 2, 3]

@@ -7,6 +7,9 @@ has a short deadline of its own and degrades to "not shown" on any error.
 The product list and the supported currencies change only with a new catalog or rates file:
 they are kept in memory (boutique.runtime.cache.RefreshingValue) and refreshed in the background
 once BOUTIQUE_CACHE_TTL_SECONDS old (default 30; never served 2x that old; 0 = a call per page).
+Converted prices are kept per (amount, currency) for the same time (TtlMemo): Convert is a pure
+function of its request and the currency service's rate table, and a home page would otherwise
+convert eight prices on every view.
 
 `Backend.all(*coroutines)` is the fan-out: with FRONTEND_FANOUT=concurrent the
 independent calls of a page run together (asyncio.gather); with sequential they
@@ -27,7 +30,7 @@ from boutique.catalog import Catalog, Service
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime import logs
-from boutique.runtime.cache import RefreshingValue
+from boutique.runtime.cache import RefreshingValue, TtlMemo
 from boutique.runtime.client import Clients, service_config
 from boutique.runtime.config import TLSFiles, cache_ttl
 
@@ -105,6 +108,7 @@ class Backend:
         self._products: RefreshingValue[list[pb.Product]] = RefreshingValue(
             self._load_products, ttl, what="the product list", log=log)
         clients.caches += [self._currencies, self._products]
+        self._converted: TtlMemo[tuple[str, int, int, str], pb.Money] = TtlMemo(ttl)
 
     # -- fan-out -----------------------------------------------------------------------------
     async def all(self, *aws: Awaitable[Any]) -> list[Any]:
@@ -176,9 +180,13 @@ class Backend:
                                                                       timeout=self.t_cart))
 
     async def convert(self, money: pb.Money, to_code: str) -> pb.Money:
-        req = pb.CurrencyConversionRequest(to_code=to_code)
-        getattr(req, "from").CopyFrom(money)
-        return await self._required("currency Convert", self.currency.Convert(req, timeout=self.t_currency))
+        """`money` in `to_code` (shared: callers read it, never change it)."""
+        async def load() -> pb.Money:
+            req = pb.CurrencyConversionRequest(to_code=to_code)
+            getattr(req, "from").CopyFrom(money)
+            return await self._required("currency Convert", self.currency.Convert(req, timeout=self.t_currency))
+
+        return await self._converted.get((money.currency_code, money.units, money.nanos, to_code), load)
 
     async def shipping_quote(self, items: Sequence[pb.CartItem]) -> pb.Money:
         # The original sends no address (the quote ignores it); an empty one is sent so

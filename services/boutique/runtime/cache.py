@@ -13,6 +13,10 @@ So under steady traffic a value is at most about T old (plus one load's time), a
 older. A background refresh that fails keeps the old value (and is retried at most once a
 second) until it is 2T old; after that callers get the load's error, exactly as without a cache.
 T = 0 turns the cache off: every get() loads.
+
+TtlMemo is the per-key variant for answers that are pure functions of their request (a
+currency conversion): an answer is reused while younger than T, then asked for again; at most
+`max_entries` are kept (the oldest go first), and errors are never kept.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 DEFAULT_TTL = 30.0
 RETRY_SECONDS = 1.0  # a failed background refresh is not retried sooner than this
 
@@ -94,6 +100,33 @@ class RefreshingValue(Generic[T]):
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+class TtlMemo(Generic[K, T]):
+    def __init__(self, ttl: float = DEFAULT_TTL, max_entries: int = 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if ttl < 0 or max_entries < 1:
+            raise ValueError(f"ttl must not be negative and max_entries at least 1, got {ttl}, {max_entries}")
+        self.ttl, self.max_entries, self._clock = ttl, max_entries, clock
+        self._entries: OrderedDict[K, tuple[float, T]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: K, load: Callable[[], Awaitable[T]]) -> T:
+        """The kept answer for `key` if younger than ttl, else `await load()` (kept if it succeeds)."""
+        if self.ttl == 0:
+            return await load()
+        entry = self._entries.get(key)
+        now = self._clock()
+        if entry is not None and now - entry[0] < self.ttl:
+            return entry[1]
+        value = await load()
+        self._entries[key] = (self._clock(), value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return value
 
 
 def _retrieve(task: asyncio.Task[object]) -> None:

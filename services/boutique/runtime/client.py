@@ -24,6 +24,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import grpc
+from grpc.aio import Metadata
 
 from boutique.catalog import Catalog, Service
 from boutique.runtime import logs
@@ -93,8 +94,8 @@ class ObservedUnaryUnary:
         if limit is not None and (timeout is None or timeout > limit):
             timeout = limit
         rid = logs.request_id.get()
-        if rid:
-            metadata = (("x-request-id", rid),) if not metadata else (*tuple(metadata), ("x-request-id", rid))
+        if rid:  # a grpc.aio.Metadata, not a tuple: grpcio checks tuples against typing.Sequence per call
+            metadata = Metadata(("x-request-id", rid)) if not metadata else Metadata(*metadata, ("x-request-id", rid))
         start = time.perf_counter()
         return ObservedCall(self._inner(request, timeout=timeout, metadata=metadata, **kwargs), self._series, start)
 
