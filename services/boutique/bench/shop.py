@@ -10,7 +10,8 @@ Phases (each a headless Locust run, CSV statistics):
                  (throughput: home pages/s).
   3. fan-out     the home page at --fanout-users users and a moderate pace, once
                  with FRONTEND_FANOUT=concurrent and once with sequential (the
-                 frontend is restarted in between): the p50 ratio shows what the
+                 frontend is restarted in between, with its caches off so every
+                 call of the page is made): the p50 ratio shows what the
                  concurrent fan-out buys.
 
 Targets on a 2-core machine: home p50 concurrent <= 0.6 x sequential, zero errors,
@@ -117,7 +118,7 @@ def home_calls_only(shop: Shop, pages: int = 60, rounds: int = 3) -> dict[str, A
 
     from boutique.frontend.backend import Backend, FrontendClients
 
-    env = shop.env_for("frontend")
+    env = {**shop.env_for("frontend"), "BOUTIQUE_CACHE_TTL_SECONDS": "0"}  # every call, as on a cache miss
 
     async def run() -> dict[str, list[float]]:
         clients = FrontendClients(shop.catalog, env, None)
@@ -154,8 +155,14 @@ def home_calls_only(shop: Shop, pages: int = 60, rounds: int = 3) -> dict[str, A
             "ratio": round(c / s, 3) if s else None}
 
 
-def restart_frontend(shop: Shop, fanout: str) -> None:
-    shop.service_env.setdefault("frontend", {})["FRONTEND_FANOUT"] = fanout
+def restart_frontend(shop: Shop, fanout: str, cache_ttl: str | None = None) -> None:
+    """A fresh frontend with FRONTEND_FANOUT=fanout and, if given, BOUTIQUE_CACHE_TTL_SECONDS=cache_ttl."""
+    env = shop.service_env.setdefault("frontend", {})
+    env["FRONTEND_FANOUT"] = fanout
+    if cache_ttl is None:
+        env.pop("BOUTIQUE_CACHE_TTL_SECONDS", None)
+    else:
+        env["BOUTIQUE_CACHE_TTL_SECONDS"] = cache_ttl
     shop.stop_service("frontend")
     shop.start_service("frontend")
 
@@ -223,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         fan: dict[str, Any] = {"concurrent": [], "sequential": []}
         for i in range(args.fanout_rounds):
             for mode in ("concurrent", "sequential"):
-                restart_frontend(shop, mode)  # a fresh frontend process for every round, both modes
+                # a fresh frontend for every round, both modes; no caches: every call of the page is made
+                restart_frontend(shop, mode, cache_ttl="0")
                 loadgen.run(shop.base_url, 5, "3s", wait="0,0.1", mix="home", quiet=True)  # warm it up
                 phase = measure(shop, f"fanout-{mode}-{i + 1}", users=args.fanout_users,
                                 duration=args.fanout_duration, wait=args.fanout_wait, mix="home", csv_dir=csv_dir)
