@@ -366,11 +366,13 @@ def make_driver(args: argparse.Namespace, workdir: Path) -> tuple[Driver, str]:
 
 # ----------------------------------------------------------------------------- the run
 class Baseline:
-    """boutique.bench.baseline in its own process."""
+    """boutique.bench.baseline in its own process, in a session of its own like every service the
+    runner starts: with the kernel's autogroup scheduling (sched_autogroup_enabled) a session is
+    what CPU is shared out by, so ours and the baseline compete for it on the same terms."""
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "boutique.bench.baseline"], stdout=subprocess.PIPE,
-                                     text=True)
+                                     text=True, start_new_session=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):
