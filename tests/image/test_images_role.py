@@ -284,7 +284,7 @@ def moto_ecr() -> Iterator[str]:
 
 def test_ecr_login_module_returns_registry_and_user_but_hides_the_password(moto_ecr: str) -> None:
     env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LIBRARY=str(ROOT / "roles" / "images" / "library"), AWS_ACCESS_KEY_ID="testing",
+               ANSIBLE_LIBRARY=str(ROOT / "plugins" / "modules"), AWS_ACCESS_KEY_ID="testing",
                AWS_SECRET_ACCESS_KEY="testing", AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
     proc = subprocess.run(["ansible", "localhost", "-c", "local", "-m", "boutique_ecr_token",
                            "-a", f"region=eu-west-1 endpoint_url={moto_ecr}"], cwd=ROOT, env=env,

@@ -104,6 +104,9 @@ class ServiceConfig:
     tls: TLSFiles | None
     workers: int
     cache_ttl: float = 30.0  # seconds a cached list from a callee is fresh (boutique.runtime.cache); 0 = off
+    # A plaintext port serving only grpc.health.v1 (0: none): the kubelet's gRPC probes cannot
+    # present a client certificate, so under mutual TLS they check this port instead.
+    health_port: int = 0
 
     @property
     def listen_addr(self) -> str:
@@ -129,6 +132,7 @@ class ServiceConfig:
             tls=tls_from_env(env),
             workers=env_int("BOUTIQUE_WORKERS", 1, env, lo=1, hi=64),
             cache_ttl=cache_ttl(env),
+            health_port=env_int("HEALTH_PORT", 0, env),
         )
 
 
