@@ -49,11 +49,11 @@ test: setup system-deps go-tools ## every test: lint, unit, integration, e2e, an
 lint: setup ## linters only (ruff, yamllint, ansible-lint)
 	$(BIN)/pytest tests -m lint
 
-bench-services: setup ## gRPC benchmark: RPS and p50/p99 per RPC, PlaceOrder end to end
-	$(BIN)/python -m boutique.bench.services --out $(ARTIFACTS)/bench-services.json
+bench-services: setup ## gRPC benchmark (ghz): rps, p50/p99, CPU per call vs a baseline; PlaceOrder end to end; chart
+	$(BIN)/python -m boutique.bench.services --out $(ARTIFACTS)/bench-services.json --chart $(ARTIFACTS)/bench-services.png
 
-bench: setup ## shop benchmark through the frontend with the load generator's mix
-	$(BIN)/python -m boutique.bench.shop --out $(ARTIFACTS)/bench-shop.json
+bench: setup ## shop benchmark through the frontend with the load generator's mix; chart
+	$(BIN)/python -m boutique.bench.shop --out $(ARTIFACTS)/bench-shop.json --chart $(ARTIFACTS)/bench-shop.png
 
 load: setup ## headless load run against BASE_URL (default the local shop)
 	$(BIN)/boutique loadgen --host $${BASE_URL:-http://127.0.0.1:8080} --users $${USERS:-10} --duration $${DURATION:-60s}

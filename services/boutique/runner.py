@@ -681,7 +681,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="start only this catalog service (repeatable)")
     p.add_argument("--log-dir", type=Path, help="where <service>.log files go (default .work/run/logs)")
     p.add_argument("--access-log", choices=("all", "errors", "off"),
-                   help="BOUTIQUE_ACCESS_LOG for every service (default: inherited, else all)")
+                   help="BOUTIQUE_ACCESS_LOG for every service (default: inherited, else errors)")
     p.add_argument("-f", "--follow", action="store_true", help="also print every service's log lines here")
     p.set_defaults(func=_run)
 

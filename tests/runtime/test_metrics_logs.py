@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client import REGISTRY
-from runtime_samples import SAMPLES
+from runtime_samples import SAMPLES, place_order
 from runtime_shop import scrape
 
 from boutique import catalog as catalog_mod
@@ -70,14 +70,15 @@ def test_access_log_is_json_with_request_id_from_metadata(shop: Shop) -> None:
 
 
 def test_request_id_is_propagated_to_callees(shop: Shop) -> None:
+    # checkout calls its callees on every order (recommendation keeps the product list in memory)
     rid = f"test-{uuid.uuid4().hex}"
-    with shop.channel("recommendationservice") as ch:
-        SAMPLES["hipstershop.RecommendationService"](ch, (("x-request-id", rid),))
-    caller = log_lines(shop.log_path("recommendationservice"), rid)
-    callee = log_lines(shop.log_path("productcatalogservice"), rid)
-    assert any(line.get("method") == "/hipstershop.RecommendationService/ListRecommendations" for line in caller)
-    assert any(line.get("method") == "/hipstershop.ProductCatalogService/ListProducts"
-               and line.get("status") == "OK" for line in callee), callee
+    with shop.channel("checkoutservice") as checkout, shop.channel("cartservice") as cart:
+        place_order(checkout, cart, (("x-request-id", rid),))
+    caller = log_lines(shop.log_path("checkoutservice"), rid)
+    callee = log_lines(shop.log_path("cartservice"), rid, count=2)
+    assert any(line.get("method") == "/hipstershop.CheckoutService/PlaceOrder" for line in caller)
+    assert {line.get("method") for line in callee if line.get("status") == "OK"} >= {
+        "/hipstershop.CartService/GetCart", "/hipstershop.CartService/EmptyCart"}, callee
 
 
 def test_a_request_without_id_gets_one(shop: Shop) -> None:
@@ -94,18 +95,17 @@ def test_a_request_without_id_gets_one(shop: Shop) -> None:
 
 
 def test_client_metrics_are_recorded_by_the_caller(shop: Shop) -> None:
-    target = shop.metrics_targets()["recommendationservice"]
-    key = ("grpc_client_handled_total", tuple(sorted({"grpc_service": "hipstershop.ProductCatalogService",
-                                                      "grpc_method": "ListProducts", "grpc_code": "OK"}.items())))
-    before = scrape(target).get(key, 0.0)
-    with shop.channel("recommendationservice") as ch:
+    target = shop.metrics_targets()["checkoutservice"]
+    labels = {"grpc_service": "hipstershop.CartService", "grpc_method": "GetCart"}
+    key = ("grpc_client_handled_total", tuple(sorted({**labels, "grpc_code": "OK"}.items())))
+    hist = ("grpc_client_handling_seconds_count", tuple(sorted(labels.items())))
+    before = scrape(target)
+    with shop.channel("checkoutservice") as checkout, shop.channel("cartservice") as cart:
         for _ in range(3):
-            SAMPLES["hipstershop.RecommendationService"](ch)
+            place_order(checkout, cart)
     after = scrape(target)
-    assert after[key] >= before + 3
-    hist = ("grpc_client_handling_seconds_count",
-            tuple(sorted({"grpc_service": "hipstershop.ProductCatalogService", "grpc_method": "ListProducts"}.items())))
-    assert after[hist] >= 3
+    assert after[key] >= before.get(key, 0.0) + 3
+    assert after[hist] >= before.get(hist, 0.0) + 3
 
 
 class FlakyCart(rpc.CartServiceServicer):

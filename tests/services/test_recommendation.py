@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 from testkit import free_port
@@ -10,7 +12,7 @@ from boutique import productcatalog, recommendation
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.config import ConfigError
-from boutique.runtime.server import BackgroundService
+from boutique.runtime.server import BackgroundService, ServiceDefinition
 
 IDS = ["OLJCESPC7Z", "66VCHSJNUP", "1YMWWN1N4O", "L9ECAV7KIM", "2ZYFJ3GM2N", "0PUK6V6EV0", "LS4PSXUNUM",
        "9SIQT8TOJO", "6E92ZMYYFZ"]
@@ -88,3 +90,78 @@ def test_pick_helper():
     assert recommendation.pick(IDS, set(IDS)) == []
     assert sorted(recommendation.pick(IDS, set(), k=20)) == sorted(IDS)
     assert len(recommendation.pick(IDS + IDS, set())) == 5
+
+
+class MutableCatalog(rpc.ProductCatalogServiceServicer):
+    """A catalog whose product ids the test changes; counts ListProducts calls."""
+
+    def __init__(self) -> None:
+        self.ids = list(IDS)
+        self.list_calls = 0
+
+    async def ListProducts(self, request, context):  # type: ignore[override]
+        self.list_calls += 1
+        return pb.ListProductsResponse(products=[pb.Product(id=i, name=i) for i in self.ids])
+
+
+def _mutable_catalog(catalog: MutableCatalog) -> ServiceDefinition:
+    real = productcatalog.DEFINITION
+    return ServiceDefinition(name=real.name, grpc_service=real.grpc_service, default_port=real.default_port,
+                             add_servicer=rpc.add_ProductCatalogServiceServicer_to_server,
+                             create=lambda ctx: catalog)
+
+
+def _recommendation(catalog_address: str, ttl: str) -> BackgroundService:
+    return BackgroundService(recommendation.DEFINITION, {"PRODUCT_CATALOG_SERVICE_ADDR": catalog_address,
+                                                         "BOUTIQUE_CACHE_TTL_SECONDS": ttl})
+
+
+def test_product_ids_are_kept_between_requests():
+    catalog = MutableCatalog()
+    with BackgroundService(_mutable_catalog(catalog)) as cat, _recommendation(cat.address, "30") as svc, \
+            grpc.insecure_channel(svc.address) as channel:
+        stub = rpc.RecommendationServiceStub(channel)
+        results = [recommend(stub, IDS[0]) for _ in range(30)]
+    assert catalog.list_calls == 1  # the original would have called it 30 times
+    assert all(len(r) == 5 and set(r) <= set(IDS[1:]) for r in results)  # the same answers as without a cache
+
+
+def test_a_catalog_change_shows_up_once_the_ttl_has_passed():
+    catalog = MutableCatalog()
+    with BackgroundService(_mutable_catalog(catalog)) as cat, _recommendation(cat.address, "0.2") as svc, \
+            grpc.insecure_channel(svc.address) as channel:
+        stub = rpc.RecommendationServiceStub(channel)
+        assert set(recommend(stub)) <= set(IDS)
+        catalog.ids = ["NEW-1", "NEW-2"]
+        seen: list[set[str]] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (not seen or seen[-1] != {"NEW-1", "NEW-2"}):
+            seen.append(set(recommend(stub)))
+            time.sleep(0.02)
+    assert seen[-1] == {"NEW-1", "NEW-2"}, "the new catalog never showed up"
+    # every answer came from one list, the old or the new, never a mix
+    assert all(s <= set(IDS) or s <= {"NEW-1", "NEW-2"} for s in seen)
+    assert catalog.list_calls >= 2
+
+
+def test_ttl_zero_calls_the_catalog_on_every_request():
+    catalog = MutableCatalog()
+    with BackgroundService(_mutable_catalog(catalog)) as cat, _recommendation(cat.address, "0") as svc, \
+            grpc.insecure_channel(svc.address) as channel:
+        stub = rpc.RecommendationServiceStub(channel)
+        for _ in range(5):
+            recommend(stub)
+    assert catalog.list_calls == 5
+
+
+def test_a_loaded_list_outlives_a_short_catalog_outage():
+    catalog = MutableCatalog()
+    cat = BackgroundService(_mutable_catalog(catalog)).start()
+    try:
+        with _recommendation(cat.address, "30") as svc, grpc.insecure_channel(svc.address) as channel:
+            stub = rpc.RecommendationServiceStub(channel)
+            recommend(stub)
+            cat.stop()
+            assert len(recommend(stub)) == 5  # served from memory while the catalog is down
+    finally:
+        cat.stop()

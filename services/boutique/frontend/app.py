@@ -159,6 +159,7 @@ class Pages:
             loader=jinja2.FileSystemLoader(str(HERE / "templates")),
             autoescape=jinja2.select_autoescape(["html"]),
             trim_blocks=True, lstrip_blocks=True,
+            auto_reload=False,  # the templates ship with the package: no stat() of each included one per page
         )
         env.filters["money"] = money.render
         env.globals.update(base=self.base, shop_name=self.cfg.shop_name, platform=self.cfg.platform,

@@ -4,6 +4,13 @@ Every call has a deadline: required calls use the callee's catalog timeout (set
 by the runtime's channel service config); optional data (ads, recommendations)
 has a short deadline of its own and degrades to "not shown" on any error.
 
+The product list and the supported currencies change only with a new catalog or rates file:
+they are kept in memory (boutique.runtime.cache.RefreshingValue) and refreshed in the background
+once BOUTIQUE_CACHE_TTL_SECONDS old (default 30; never served 2x that old; 0 = a call per page).
+Converted prices are kept per (amount, currency) for the same time (TtlMemo): Convert is a pure
+function of its request and the currency service's rate table, and a home page would otherwise
+convert eight prices on every view.
+
 `Backend.all(*coroutines)` is the fan-out: with FRONTEND_FANOUT=concurrent the
 independent calls of a page run together (asyncio.gather); with sequential they
 run one after another, which exists only to measure what the fan-out buys.
@@ -19,14 +26,13 @@ from typing import Any, TypeVar
 
 import grpc
 
-from boutique.catalog import Catalog
+from boutique.catalog import Catalog, Service
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime import logs
+from boutique.runtime.cache import RefreshingValue, TtlMemo
 from boutique.runtime.client import Clients, service_config
-from boutique.runtime.config import TLSFiles
-from boutique.runtime.metrics import ClientInterceptor
-from boutique.runtime.tls import channel_credentials
+from boutique.runtime.config import TLSFiles, cache_ttl
 
 T = TypeVar("T")
 log = logging.getLogger("frontend.backend")
@@ -60,26 +66,21 @@ class FrontendClients(Clients):
     def __init__(self, catalog: Catalog, env: Mapping[str, str], tls: TLSFiles | None) -> None:
         super().__init__(catalog, env, tls)
         self.timeouts = {name: catalog.get(name).timeout for name in catalog.services}
+        self.caches: list[RefreshingValue[Any]] = []  # closed before the channels
 
-    def channel(self, callee: str) -> grpc.aio.Channel:
-        if callee not in self._channels:
-            svc = self.catalog.get(callee)
-            config = service_config(svc)
-            for method in config["methodConfig"]:
-                method.pop("timeout", None)  # deadlines are set per call
-            options = [("grpc.service_config", json.dumps(config)), ("grpc.enable_retries", 1),
-                       ("grpc.keepalive_time_ms", 30_000),
-                       ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-                       ("grpc.max_reconnect_backoff_ms", 2_000)]
-            addr = self.address(callee)
-            interceptors = [ClientInterceptor(svc.timeout)]
-            if self.tls:
-                ch = grpc.aio.secure_channel(addr, channel_credentials(self.tls), options=options,
-                                             interceptors=interceptors)
-            else:
-                ch = grpc.aio.insecure_channel(addr, options=options, interceptors=interceptors)
-            self._channels[callee] = ch
-        return self._channels[callee]
+    async def close(self) -> None:
+        for cache in self.caches:
+            await cache.close()
+        await super().close()
+
+    def channel_options(self, svc: Service) -> list[tuple[str, Any]]:
+        config = service_config(svc)
+        for method in config["methodConfig"]:
+            method.pop("timeout", None)  # deadlines are set per call
+        return [("grpc.service_config", json.dumps(config)), ("grpc.enable_retries", 1),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2_000)]
 
 
 class Backend:
@@ -101,6 +102,13 @@ class Backend:
         self.shipping = clients.stub("shippingservice", rpc.ShippingServiceStub)
         self.checkout = clients.stub("checkoutservice", rpc.CheckoutServiceStub)
         self.ads = clients.stub("adservice", rpc.AdServiceStub)
+        ttl = cache_ttl(clients.env)
+        self._currencies: RefreshingValue[list[str]] = RefreshingValue(
+            self._load_currencies, ttl, what="the supported currencies", log=log)
+        self._products: RefreshingValue[list[pb.Product]] = RefreshingValue(
+            self._load_products, ttl, what="the product list", log=log)
+        clients.caches += [self._currencies, self._products]
+        self._converted: TtlMemo[tuple[str, int, int, str], pb.Money] = TtlMemo(ttl)
 
     # -- fan-out -----------------------------------------------------------------------------
     async def all(self, *aws: Awaitable[Any]) -> list[Any]:
@@ -131,11 +139,18 @@ class Backend:
 
     # -- calls -------------------------------------------------------------------------------
     async def supported_currencies(self) -> list[str]:
+        return list(await self._currencies.get())
+
+    async def _load_currencies(self) -> list[str]:
         call = self.currency.GetSupportedCurrencies(pb.Empty(), timeout=self.t_currency)
         r = await self._required("currency GetSupportedCurrencies", call)
         return list(r.currency_codes)
 
     async def list_products(self) -> list[pb.Product]:
+        """The catalog's products (shared: callers read them, never change them)."""
+        return list(await self._products.get())
+
+    async def _load_products(self) -> list[pb.Product]:
         call = self.products.ListProducts(pb.Empty(), timeout=self.t_catalog)
         r = await self._required("product catalog ListProducts", call)
         return list(r.products)
@@ -165,9 +180,13 @@ class Backend:
                                                                       timeout=self.t_cart))
 
     async def convert(self, money: pb.Money, to_code: str) -> pb.Money:
-        req = pb.CurrencyConversionRequest(to_code=to_code)
-        getattr(req, "from").CopyFrom(money)
-        return await self._required("currency Convert", self.currency.Convert(req, timeout=self.t_currency))
+        """`money` in `to_code` (shared: callers read it, never change it)."""
+        async def load() -> pb.Money:
+            req = pb.CurrencyConversionRequest(to_code=to_code)
+            getattr(req, "from").CopyFrom(money)
+            return await self._required("currency Convert", self.currency.Convert(req, timeout=self.t_currency))
+
+        return await self._converted.get((money.currency_code, money.units, money.nanos, to_code), load)
 
     async def shipping_quote(self, items: Sequence[pb.CartItem]) -> pb.Money:
         # The original sends no address (the quote ignores it); an empty one is sent so

@@ -5,8 +5,9 @@
 - metrics: Prometheus RED metrics for gRPC servers and clients, on a separate port
 - tls:     optional TLS / mutual TLS credentials from files
 - client:  channels to callees with deadlines and a retry policy (idempotent methods only)
+- cache:   values from callees kept in memory with a background refresh (BOUTIQUE_CACHE_TTL_SECONDS)
 - health:  the health service; Watch streams end when the server stops taking calls
-- server:  gRPC server bootstrap, health, reflection, graceful shutdown
+- server:  gRPC server bootstrap, handler wrappers (metrics, logs), health, reflection, graceful shutdown
 """
 
 from boutique.runtime.config import ConfigError, ServiceConfig

@@ -99,10 +99,11 @@ class ServiceConfig:
     metrics_port: int  # 0 turns the metrics endpoint off
     shutdown_grace: float
     shutdown_drain: float
-    access_log: str  # all | errors | off
+    access_log: str  # all | errors (the default: one line per failed call) | off
     log_level: str
     tls: TLSFiles | None
     workers: int
+    cache_ttl: float = 30.0  # seconds a cached list from a callee is fresh (boutique.runtime.cache); 0 = off
     # A plaintext port serving only grpc.health.v1 (0: none): the kubelet's gRPC probes cannot
     # present a client certificate, so under mutual TLS they check this port instead.
     health_port: int = 0
@@ -113,7 +114,7 @@ class ServiceConfig:
 
     @classmethod
     def from_env(cls, service: str, default_port: int, env: Mapping[str, str] | None = None) -> ServiceConfig:
-        access_log = env_str("BOUTIQUE_ACCESS_LOG", "all", env).lower()
+        access_log = env_str("BOUTIQUE_ACCESS_LOG", "errors", env).lower()
         if access_log not in {"all", "errors", "off"}:
             raise ConfigError(f"BOUTIQUE_ACCESS_LOG={access_log!r} must be all, errors or off")
         level = env_str("LOG_LEVEL", "info", env).upper()
@@ -130,8 +131,14 @@ class ServiceConfig:
             log_level=level,
             tls=tls_from_env(env),
             workers=env_int("BOUTIQUE_WORKERS", 1, env, lo=1, hi=64),
+            cache_ttl=cache_ttl(env),
             health_port=env_int("HEALTH_PORT", 0, env),
         )
+
+
+def cache_ttl(env: Mapping[str, str] | None = None) -> float:
+    """BOUTIQUE_CACHE_TTL_SECONDS: how long a cached product or currency list is fresh (0 = no cache)."""
+    return env_float("BOUTIQUE_CACHE_TTL_SECONDS", 30.0, env)
 
 
 def tls_from_env(env: Mapping[str, str] | None = None) -> TLSFiles | None:

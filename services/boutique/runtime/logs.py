@@ -9,8 +9,8 @@ import logging
 import sys
 import time
 
-# Set by the server interceptor for the duration of a call; read by the client
-# interceptor (propagation) and the log formatter.
+# Set by the server's call wrapper (metrics.observe_unary) for the duration of a call; read by
+# the client (request-id propagation, boutique.runtime.client) and the log formatter.
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 trace_id: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 

@@ -1,5 +1,12 @@
 """Prometheus RED metrics and access logs for gRPC servers and clients.
 
+Server side: `observe_unary` wraps a method's handler once, when the service registers it
+(boutique.runtime.server), not per call through a grpc.aio.ServerInterceptor. Client side:
+`ClientSeries` holds the client metrics of one callee method; boutique.runtime.client records
+them around each call without a grpc.aio client interceptor. Both interceptor kinds cost an
+extra coroutine (and on the client an extra asyncio Task) per call: about as much as the
+rest of the runtime together.
+
 Metric names follow the go-grpc-prometheus convention, so dashboards written for
 it work here:
   grpc_server_handled_total{grpc_service, grpc_method, grpc_code}
@@ -13,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from random import getrandbits as _random_bits
 from typing import Any
 
@@ -73,11 +80,15 @@ def start_http_server(port: int, host: str = "0.0.0.0") -> None:
         prometheus_client.start_http_server(port, addr=host)
 
 
-def _metadata_value(metadata: Any, key: str) -> str:
-    for item in metadata or ():
-        if item[0] == key:
-            return item[1] if isinstance(item[1], str) else item[1].decode()
-    return ""
+def _request_ids(metadata: Any) -> tuple[str, str]:
+    """(x-request-id, traceparent) of the incoming metadata, "" where absent; one pass."""
+    rid = traceparent = ""
+    for key, value in metadata or ():
+        if key == "x-request-id":
+            rid = value if isinstance(value, str) else value.decode()
+        elif key == "traceparent":
+            traceparent = value if isinstance(value, str) else value.decode()
+    return rid, traceparent
 
 
 def _new_request_id() -> str:
@@ -85,16 +96,18 @@ def _new_request_id() -> str:
     return f"{_random_bits(128):032x}"
 
 
+HandlerWrapper = Callable[[grpc.RpcMethodHandler, str], grpc.RpcMethodHandler]
+
+
 def observe_unary(handler: grpc.RpcMethodHandler, full_method: str, access_log: str = "all") -> grpc.RpcMethodHandler:
     """Wrap a unary-unary handler ONCE: times every call, counts it by status code, writes the
     access log, and turns any unexpected exception into INTERNAL (never UNKNOWN).
 
-    Everything that does not depend on the call (metric children, names) is resolved here or
-    on first use, so the per-call cost is a few attribute reads, two contextvar sets and the
-    metric updates."""
+    Everything that does not depend on the call (metric children, names) is resolved here, so
+    the per-call cost is one metadata scan, two contextvar sets and the metric updates."""
     service, method = split_method(full_method)
     # every code's series exists from the first call on (dashboards see 0, not a missing series)
-    handled = {code: SERVER_HANDLED.labels(service, method, code.name) for code in grpc.StatusCode}
+    handled = {code: SERVER_HANDLED.labels(service, method, code.name).inc for code in grpc.StatusCode}
     observe_seconds = SERVER_SECONDS.labels(service, method).observe
     inner = handler.unary_unary
     log_all, log_errors = access_log == "all", access_log == "errors"
@@ -105,10 +118,8 @@ def observe_unary(handler: grpc.RpcMethodHandler, full_method: str, access_log: 
 
     async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
         start = perf_counter()
-        md = context.invocation_metadata()
-        rid = _metadata_value(md, "x-request-id") or _new_request_id()
-        traceparent = _metadata_value(md, "traceparent")
-        rid_token = rid_var.set(rid)
+        rid, traceparent = _request_ids(context.invocation_metadata())
+        rid_token = rid_var.set(rid or _new_request_id())
         tid_token = tid_var.set(traceparent.split("-")[1] if traceparent.count("-") >= 3 else "")
         code = ok
         try:
@@ -124,7 +135,7 @@ def observe_unary(handler: grpc.RpcMethodHandler, full_method: str, access_log: 
             await context.abort(grpc.StatusCode.INTERNAL, internal_message)
         finally:
             elapsed = perf_counter() - start
-            handled[code].inc()
+            handled[code]()
             observe_seconds(elapsed)
             if log_all or (log_errors and code is not ok):
                 _access.info(
@@ -141,65 +152,29 @@ def observe_unary(handler: grpc.RpcMethodHandler, full_method: str, access_log: 
     )
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """The same observation as an interceptor (for servers built elsewhere); the wrapped handler
-    is built once per method and reused."""
+def unary_observer(access_log: str) -> HandlerWrapper:
+    """The server's metrics and access-log wrapper, as a HandlerWrapper for boutique.runtime.server."""
 
-    def __init__(self, access_log: str = "all") -> None:
-        self.access_log = access_log
-        self._cache: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+    def wrap(handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+        return observe_unary(handler, full_method, access_log)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # streaming (health Watch, reflection): passed through
-        cached = self._cache.get(details.method)
-        if cached is None or cached[0] is not handler:
-            cached = self._cache[details.method] = (handler, observe_unary(handler, details.method, self.access_log))
-        return cached[1]
+    return wrap
 
 
-class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    """Client-side RED metrics, the per-call deadline, and request-id propagation."""
+class ClientSeries:
+    """The client metrics of one callee method: the latency histogram child, and one counter child
+    per status code, created when a call first ends with that code (as go-grpc-prometheus does)."""
 
-    def __init__(self, timeout: float | None = None) -> None:
-        self.timeout = timeout  # the callee's catalog timeout, in seconds
-        # method -> (service, name, latency observer) and (method, code) -> counter: looked up once each
-        self._methods: dict[str | bytes, tuple[str, str, Callable[[float], None]]] = {}
-        self._handled: dict[tuple[str | bytes, grpc.StatusCode], Any] = {}
+    __slots__ = ("_handled", "method", "observe", "service")
 
-    def _count(self, method: str | bytes, code: grpc.StatusCode, seconds: float) -> None:
-        series = self._methods.get(method)
-        if series is None:
-            service, name = split_method(method.decode() if isinstance(method, bytes) else method)
-            series = self._methods[method] = (service, name, CLIENT_SECONDS.labels(service, name).observe)
-        counter = self._handled.get((method, code))
-        if counter is None:  # a series appears once a call ended with that code, as before
-            counter = self._handled[method, code] = CLIENT_HANDLED.labels(series[0], series[1], code.name)
-        counter.inc()
-        series[2](seconds)
+    def __init__(self, full_method: str) -> None:
+        self.service, self.method = split_method(full_method)
+        self.observe: Callable[[float], None] = CLIENT_SECONDS.labels(self.service, self.method).observe
+        self._handled: dict[grpc.StatusCode, Callable[[], None]] = {}
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
-        if self.timeout is not None and (client_call_details.timeout is None
-                                         or client_call_details.timeout > self.timeout):
-            client_call_details = client_call_details._replace(timeout=self.timeout)
-        rid = logs.request_id.get()
-        if rid:
-            metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
-            metadata.add("x-request-id", rid)
-            client_call_details = client_call_details._replace(metadata=metadata)
-        start = time.perf_counter()
-        call = await continuation(client_call_details, request)
-        try:
-            await call
-            code = grpc.StatusCode.OK
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-        except Exception:
-            code = grpc.StatusCode.UNKNOWN
-        self._count(client_call_details.method, code, time.perf_counter() - start)
-        return call
+    def record(self, code: grpc.StatusCode, seconds: float) -> None:
+        inc = self._handled.get(code)
+        if inc is None:
+            inc = self._handled[code] = CLIENT_HANDLED.labels(self.service, self.method, code.name).inc
+        inc()
+        self.observe(seconds)
