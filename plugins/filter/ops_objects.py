@@ -13,6 +13,7 @@ leaving everything else untouched. The playbooks then write (render) or apply th
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 VERSION_LABEL = "version"
@@ -21,6 +22,29 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 class OpsObjectError(ValueError):
     pass
+
+
+# What the API server adds to an object (dropped before ops compare or patch them).
+SERVER_FIELDS = ("status", "managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink")
+
+
+def _plain(data: Any) -> Any:
+    """A plain copy (dicts, lists, scalars): cheap for Ansible's lazily templated containers,
+    which are very slow to deep-copy."""
+    return json.loads(json.dumps(data))
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in SERVER_FIELDS}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def ops_live_objects(k8s_info_results: list[dict]) -> list[dict]:
+    """The objects of a looped kubernetes.core.k8s_info, flattened, without server-managed fields."""
+    return [_strip(obj) for result in _plain(k8s_info_results) for obj in result.get("resources", [])]
 
 
 def _find(objects: list[dict], kind: str, name: str) -> dict | None:
@@ -58,7 +82,7 @@ def ops_canary(objects: list[dict], service: str, action: str, canary_weight: in
     (version=stable), DestinationRule subsets stable/canary, every VirtualService route
     weighted 100-w / w. promote: stable gets the canary's image, 100/0, canary removed.
     abort: 100/0, canary removed, stable untouched."""
-    objects = copy.deepcopy(list(objects))
+    objects = _plain(list(objects))
     if action not in ("shift", "promote", "abort"):
         raise OpsObjectError(f"canary action {action!r} must be shift, promote or abort")
     weight = int(canary_weight)
@@ -116,11 +140,11 @@ def ops_canary(objects: list[dict], service: str, action: str, canary_weight: in
 def ops_fault(objects: list[dict], service: str, state: str, fault: dict | None = None) -> list[dict]:
     """present: put `fault` (an Istio HTTPFaultInjection) on every route of the service's
     VirtualService; absent: remove it again (the routes become exactly what they were)."""
-    objects = copy.deepcopy(list(objects))
+    objects = _plain(list(objects))
     vs = _need(objects, "VirtualService", service)
     for http in vs["spec"].get("http", []):
         if state == "present":
-            http["fault"] = copy.deepcopy(fault)
+            http["fault"] = _plain(fault)
         elif state == "absent":
             http.pop("fault", None)
         else:
@@ -130,7 +154,7 @@ def ops_fault(objects: list[dict], service: str, state: str, fault: dict | None 
 
 def ops_restart(objects: list[dict], service: str, stamp: str) -> list[dict]:
     """The pod template annotation kubectl rollout restart sets (stable and canary)."""
-    objects = copy.deepcopy(list(objects))
+    objects = _plain(list(objects))
     _need(objects, "Deployment", service)
     for obj in objects:
         if obj.get("kind") == "Deployment" and obj["metadata"]["name"] in (service, f"{service}-canary"):
@@ -141,7 +165,7 @@ def ops_restart(objects: list[dict], service: str, stamp: str) -> list[dict]:
 def ops_scale(objects: list[dict], service: str, replicas: int) -> list[dict]:
     """Scale through the HPA's minReplicas when there is one (the HPA owns the count;
     maxReplicas is raised if needed), else the Deployment's spec.replicas."""
-    objects = copy.deepcopy(list(objects))
+    objects = _plain(list(objects))
     replicas = int(replicas)
     hpa = _find(objects, "HorizontalPodAutoscaler", service)
     if hpa is not None:
@@ -156,4 +180,5 @@ def ops_scale(objects: list[dict], service: str, replicas: int) -> list[dict]:
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"ops_canary": ops_canary, "ops_fault": ops_fault, "ops_restart": ops_restart, "ops_scale": ops_scale}
+        return {"ops_canary": ops_canary, "ops_fault": ops_fault, "ops_restart": ops_restart, "ops_scale": ops_scale,
+                "ops_live_objects": ops_live_objects}
