@@ -57,8 +57,9 @@ class FrontendClients(Clients):
     call's deadline explicitly (grpcio applies service-config timeouts early,
     grpc/grpc#34547, #40633)."""
 
-    def __init__(self, catalog: Catalog, env: Mapping[str, str], tls: TLSFiles | None) -> None:
-        super().__init__(catalog, env, tls)
+    def __init__(self, catalog: Catalog, env: Mapping[str, str], tls: TLSFiles | None,
+                 interceptors: Sequence[Any] = ()) -> None:
+        super().__init__(catalog, env, tls, interceptors)
         self.timeouts = {name: catalog.get(name).timeout for name in catalog.services}
 
     def channel(self, callee: str) -> grpc.aio.Channel:
@@ -72,7 +73,7 @@ class FrontendClients(Clients):
                        ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
                        ("grpc.max_reconnect_backoff_ms", 2_000)]
             addr = self.address(callee)
-            interceptors = [ClientInterceptor(svc.timeout)]
+            interceptors = [*self.interceptors, ClientInterceptor(svc.timeout)]
             if self.tls:
                 ch = grpc.aio.secure_channel(addr, channel_credentials(self.tls), options=options,
                                              interceptors=interceptors)

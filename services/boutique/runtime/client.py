@@ -11,7 +11,7 @@ deadline is set per call by the client interceptor, not by the service config's
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -44,8 +44,10 @@ def service_config(svc: Service) -> dict[str, Any]:
 class Clients:
     """Creates and owns the channels a service uses to reach its callees."""
 
-    def __init__(self, catalog: Catalog, env: Mapping[str, str], tls: TLSFiles | None) -> None:
+    def __init__(self, catalog: Catalog, env: Mapping[str, str], tls: TLSFiles | None,
+                 interceptors: Sequence[Any] = ()) -> None:
         self.catalog = catalog
+        self.interceptors = list(interceptors)  # outermost first (tracing), before the runtime's own
         self.env = env
         self.tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -63,7 +65,7 @@ class Clients:
                 ("grpc.enable_retries", 1),
                 ("grpc.keepalive_time_ms", 30_000),
             ]
-            interceptors = [ClientInterceptor(svc.timeout)]
+            interceptors = [*self.interceptors, ClientInterceptor(svc.timeout)]
             if self.tls:
                 self._channels[callee] = grpc.aio.secure_channel(
                     addr, channel_credentials(self.tls), options=options, interceptors=interceptors
