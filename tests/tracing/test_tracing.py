@@ -193,7 +193,8 @@ from boutique import catalog
 with BackgroundService(currency.DEFINITION, {}) as svc:
     clients_wrapped = svc.running.ctx.clients.interceptors
     tracer = svc.running.ctx.tracing
-env = {"PORT": "0", "LISTEN_ADDR": "127.0.0.1", **{s.addr_env: "127.0.0.1:1" for s in catalog.default().grpc_services()}}
+env = {"PORT": "0", "LISTEN_ADDR": "127.0.0.1",
+       **{s.addr_env: "127.0.0.1:1" for s in catalog.default().grpc_services()}}
 app, _ = create_app(config.from_env(env), catalog.default(), env)
 print(json.dumps({"otel": sorted(m for m in sys.modules if m.startswith("opentelemetry")),
                   "client_interceptors": len(clients_wrapped), "tracing": tracer is not None,

@@ -86,10 +86,10 @@ def run_jaeger(workdir: Path, startup_timeout: float = 60) -> Iterator[Jaeger]:
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"jaeger exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(OSError, ValueError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{ports['health']}/status", timeout=1) as resp:
-                    if json.load(resp).get("healthy"):
-                        break
+            health = f"http://127.0.0.1:{ports['health']}/status"
+            with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(health, timeout=1) as resp:
+                if json.load(resp).get("healthy"):
+                    break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"jaeger not healthy after {startup_timeout:.0f}s:\n{log.read_text()[-3000:]}")
             time.sleep(0.1)
@@ -108,7 +108,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.lock = threading.Lock()
 
-    def Export(self, request, context):  # noqa: N802 (the proto's method name)
+    def Export(self, request, context):
         with self.lock:
             self.requests.append(request)
         return trace_service_pb2.ExportTraceServiceResponse()
