@@ -150,8 +150,12 @@ def _run(argv: list[str], ok_codes: tuple[int, ...] = (0, 1)) -> subprocess.Comp
 
 
 def run_kubeconform(binary: Path, files: list[Path], k8s_version: str) -> list[Finding]:
+    objs = objects(files)
+    namespaces: dict[tuple[str, str], set[str]] = {}  # kubeconform's report names no namespace
+    for o in objs:
+        namespaces.setdefault((o["kind"], o["metadata"]["name"]), set()).add(o["metadata"].get("namespace", ""))
     with tempfile.TemporaryDirectory(prefix="kubeconform-schemas-") as tmp:
-        write_schemas(Path(tmp), objects(files), k8s_version)
+        write_schemas(Path(tmp), objs, k8s_version)
         proc = _run([str(binary), "-strict", "-summary", "-output", "json", "-kubernetes-version", k8s_version,
                      "-schema-location", f"{tmp}/{{{{ .NormalizedKubernetesVersion }}}}-local{{{{ .StrictSuffix }}}}/"
                                          "{{ .ResourceKind }}{{ .KindSuffix }}.json",
@@ -162,7 +166,8 @@ def run_kubeconform(binary: Path, files: list[Path], k8s_version: str) -> list[F
     findings = []
     for res in report.get("resources") or []:
         if res.get("status") in {"statusInvalid", "statusError"}:
-            obj = f"{res.get('kind')}/{res.get('namespace') or ''}/{res.get('name')}"
+            ns = namespaces.get((res.get("kind"), res.get("name")), set())
+            obj = f"{res.get('kind')}/{','.join(sorted(ns))}/{res.get('name')}"
             findings.append(Finding("kubeconform", res["status"], obj, res.get("msg", "")))
     summary = report.get("summary", {})
     if not findings and summary.get("valid", 0) + summary.get("skipped", 0) == 0:
