@@ -162,9 +162,9 @@ def inventory(tar: tarfile.TarFile) -> dict[str, list[dict[str, str]]]:
 
 
 def build_bom(ref: str, created: str, found: dict[str, list[dict[str, str]]]) -> str:
-    from cyclonedx.model.license import License, LicenseExpression
     from cyclonedx.model.bom import Bom
     from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.model.license import License, LicenseExpression
     from cyclonedx.output.json import JsonV1Dot6
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
