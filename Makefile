@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 ARTIFACTS ?= $(CURDIR)/artifacts
 
-.PHONY: help setup system-deps run run-mtls test lint bench bench-services load lock protos site moto teardown clean
+.PHONY: help setup system-deps go-tools cluster cluster-down run run-mtls test lint bench bench-services load lock protos site moto teardown clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,13 +25,24 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 system-deps: ## install the Debian packages the tests use (redis, prometheus, docker, chromium...)
 	bash scripts/system-deps.sh
 
+# Every pinned Go tool (tools/go/*): built once through the Go module proxy into ~/.cache/boutique.
+GO_TOOLS ?= $(notdir $(wildcard tools/go/*))
+go-tools: setup ## build (or reuse from the cache) the pinned Go tools: Kubernetes node binaries, CoreDNS, ...
+	$(BIN)/boutique tools build $(GO_TOOLS) >/dev/null
+
+cluster: setup go-tools ## bring up the test node: a real single-node Kubernetes on this machine (root)
+	$(BIN)/boutique cluster up
+
+cluster-down: setup ## stop the test node and remove everything it made
+	$(BIN)/boutique cluster down
+
 run: setup ## run the whole shop locally on 127.0.0.1 (frontend: http://127.0.0.1:8080)
 	$(BIN)/boutique run
 
 run-mtls: setup ## the same, every hop over mutual TLS
 	$(BIN)/boutique run --mtls
 
-test: setup system-deps ## every test: lint, unit, integration, e2e, ansible against moto, manifests
+test: setup system-deps go-tools ## every test: lint, unit, integration, e2e, ansible against moto, manifests
 	mkdir -p $(ARTIFACTS)
 	$(BIN)/pytest tests
 

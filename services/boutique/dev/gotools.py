@@ -17,10 +17,10 @@ import fcntl
 import hashlib
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Iterator
@@ -144,6 +144,16 @@ def path(name: str) -> Path | None:
     return folder if (folder.parent / "complete").is_file() else None
 
 
+def _measured(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, float]:
+    """Run argv; (exit status, output, peak resident MB of it and every process it waited for)."""
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        return proc.returncode, out.read().decode(errors="replace"), usage.ru_maxrss / 1024
+
+
 @contextlib.contextmanager
 def _locked(lock_file: Path) -> Iterator[None]:
     lock_file.parent.mkdir(parents=True, exist_ok=True)
@@ -174,21 +184,19 @@ def ensure(name: str, log: Callable[[str], None] = print) -> Path:
         argv += list(tool.packages)
         log(f"tools: building {tool.name} {tool.version} ({', '.join(tool.binaries)}) into {folder} ...")
         start = time.monotonic()
-        env = {**os.environ, **tool.env}
-        proc = subprocess.run(argv, cwd=tool.folder, env=env, capture_output=True, text=True)
+        returncode, output, peak_mb = _measured(argv, cwd=tool.folder, env={**os.environ, **tool.env})
         seconds = time.monotonic() - start
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
+        if returncode != 0:
+            tail = "\n".join(output.strip().splitlines()[-25:])
             shutil.rmtree(staging, ignore_errors=True)
             raise GoToolError(f"go build of {tool.name} failed after {seconds:.0f}s:\n{tail}")
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         (staging / "build.txt").write_text(
             f"tool={tool.name}\nversion={tool.version}\ngo={_go_version()}\nseconds={seconds:.0f}\n"
             f"peak_rss_mb={peak_mb:.0f}\n")
         shutil.rmtree(folder.parent, ignore_errors=True)
         staging.rename(folder.parent)
         (folder.parent / "complete").write_text("")
-        log(f"tools: built {tool.name} in {seconds:.0f}s (largest compiler process {peak_mb:.0f} MB)")
+        log(f"tools: built {tool.name} in {seconds:.0f}s (peak memory of one build process {peak_mb:.0f} MB)")
         return folder
 
 
