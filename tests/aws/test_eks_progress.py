@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from conftest import ROOT, free_port
+from testkit import ROOT, free_port
 
 pytestmark = [pytest.mark.aws, pytest.mark.slow]
 LAUNCHER = ROOT / "roles" / "moto" / "files" / "moto_server_patched.py"
