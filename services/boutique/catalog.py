@@ -17,7 +17,10 @@ from typing import Any
 import yaml
 
 _REPO_CATALOG = Path(__file__).resolve().parents[2] / "group_vars" / "all" / "catalog.yml"
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
+# The one duration grammar of the catalog (the Ansible roles and the manifest lint use it too).
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class CatalogError(ValueError):
@@ -25,12 +28,11 @@ class CatalogError(ValueError):
 
 
 def parse_duration(text: str, where: str = "duration") -> float:
-    """'500ms' / '2s' / '1m' -> seconds."""
+    """'500ms' / '2s' / '1.5m' / '1h' -> seconds."""
     m = _DURATION.match(str(text).strip())
     if not m:
-        raise CatalogError(f"{where}: {text!r} is not a duration like 500ms, 2s or 1m")
-    value, unit = float(m.group(1)), m.group(2)
-    return value / 1000 if unit == "ms" else value * 60 if unit == "m" else value
+        raise CatalogError(f"{where}: {text!r} is not a duration like 500ms, 2s, 1m or 1h")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,16 @@ def _service(raw: dict[str, Any], index: int) -> Service:
         raise CatalogError(f"{where}: protocol must be grpc or http, not {svc.protocol!r}")
     if svc.is_grpc and not svc.grpc_service.startswith("hipstershop."):
         raise CatalogError(f"{where}: grpc_service must be hipstershop.<Service>")
+    if not _DNS_LABEL.match(svc.name):
+        raise CatalogError(f"{where}: name must be a DNS-1123 label (lower case letters, digits, '-')")
+    if not isinstance(raw.get("deploy", True), bool):
+        raise CatalogError(f"{where}: deploy must be true or false, not {raw.get('deploy')!r}")
+    replicas = raw.get("replicas") or {}
+    if "min" in replicas and "max" in replicas and int(replicas["min"]) > int(replicas["max"]):
+        raise CatalogError(f"{where}: replicas.min ({replicas['min']}) exceeds replicas.max ({replicas['max']})")
+    if svc.retry_attempts > 1 and svc.retry_attempts * svc.per_try_timeout > svc.timeout + 1e-9:
+        raise CatalogError(f"{where}: retries.attempts ({svc.retry_attempts}) x per_try_timeout "
+                           f"({retries.get('per_try_timeout')}) must fit in timeout ({raw['timeout']})")
     return svc
 
 
@@ -138,6 +150,12 @@ def load(path: str | os.PathLike[str] | None = None) -> Catalog:
         data = yaml.safe_load(p.read_text())
     except OSError as exc:
         raise CatalogError(f"cannot read the service catalog {p}: {exc.strerror}; set BOUTIQUE_CATALOG") from None
+    return from_data(data, p)
+
+
+def from_data(data: Any, p: Path) -> Catalog:
+    """Validate catalog data ({boutique_services: [...], boutique_redis: {...}}); `p` names its source.
+    The Ansible roles validate the catalog they were given (overrides applied) with this too."""
     if not isinstance(data, dict) or not isinstance(data.get("boutique_services"), list):
         raise CatalogError(f"{p}: expected a mapping with a boutique_services list")
     services = [_service(raw, i) for i, raw in enumerate(data["boutique_services"])]

@@ -1,4 +1,4 @@
-"""The images role's SBOM (roles/images/library/boutique_image_sbom.py): what an image holds, as
+"""The images role's SBOM (plugins/modules/boutique_image_sbom.py): what an image holds, as
 CycloneDX 1.6 validated against the schema, deterministic per image. Uses a small image built
 here on the debootstrap base (no registry, no fixed port)."""
 
@@ -17,7 +17,7 @@ from image_lib import ROOT, docker
 
 from boutique.dev import gotools
 
-MODULE = ROOT / "roles/images/library/boutique_image_sbom.py"
+MODULE = ROOT / "plugins/modules/boutique_image_sbom.py"
 spec = importlib.util.spec_from_file_location("boutique_image_sbom", MODULE)
 sbom = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sbom)
@@ -78,7 +78,7 @@ def _module(image: str, ref: str, dest: Path) -> dict:
         {"name": "SBOM", "boutique_image_sbom": {"image": image, "ref": ref, "dest": str(dest)}, "register": "r"},
         {"name": "Keep the result", "ansible.builtin.copy": {"content": "{{ r | to_json }}", "dest": str(out),
                                                               "mode": "0644"}}]}]))
-    env = {**os.environ, "ANSIBLE_LIBRARY": str(ROOT / "roles/images/library"), "ANSIBLE_NOCOLOR": "1",
+    env = {**os.environ, "ANSIBLE_LIBRARY": str(ROOT / "plugins/modules"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_LOCALHOST_WARNING": "0"}
     proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "-i", "localhost,", "-e",
                            f"ansible_python_interpreter={ROOT / '.venv/bin/python'}", str(play)],

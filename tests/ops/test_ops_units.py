@@ -15,7 +15,7 @@ from ops_playbook_lib import ROOT
 from boutique.runtime.server import BackgroundService
 from boutique.tools import cartbackup, grpcprobe
 
-_spec = importlib.util.spec_from_file_location("ops_objects", ROOT / "roles/ops/filter_plugins/ops_objects.py")
+_spec = importlib.util.spec_from_file_location("ops_objects", ROOT / "plugins/filter/ops_objects.py")
 ops_objects = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ops_objects)
 

@@ -103,6 +103,9 @@ class ServiceConfig:
     log_level: str
     tls: TLSFiles | None
     workers: int
+    # A plaintext port serving only grpc.health.v1 (0: none): the kubelet's gRPC probes cannot
+    # present a client certificate, so under mutual TLS they check this port instead.
+    health_port: int = 0
 
     @property
     def listen_addr(self) -> str:
@@ -127,6 +130,7 @@ class ServiceConfig:
             log_level=level,
             tls=tls_from_env(env),
             workers=env_int("BOUTIQUE_WORKERS", 1, env, lo=1, hi=64),
+            health_port=env_int("HEALTH_PORT", 0, env),
         )
 
 

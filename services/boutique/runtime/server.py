@@ -79,8 +79,9 @@ class RunningService:
     """A started server; `port` is the bound port (useful with PORT=0 in tests)."""
 
     def __init__(self, server: grpc.aio.Server, port: int, ctx: ServiceContext,
-                 health_servicer: HealthServicer) -> None:
+                 health_servicer: HealthServicer, health_server: grpc.aio.Server | None = None) -> None:
         self.server, self.port, self.ctx, self.health = server, port, ctx, health_servicer
+        self.health_server = health_server
 
     async def shutdown(self) -> None:
         cfg = self.ctx.config
@@ -92,6 +93,8 @@ class RunningService:
         # watchers have seen NOT_SERVING: their streams end now instead of holding the grace period
         await self.health.end_watches()
         await self.server.stop(cfg.shutdown_grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         await self.ctx.close()
         self.ctx.log.info("stopped")
 
@@ -130,12 +133,28 @@ async def start(defn: ServiceDefinition, config: ServiceConfig, env: Mapping[str
         await ctx.close()
         raise ConfigError(f"cannot listen on {config.listen_addr} (PORT={config.port}): address in use?") from None
     await server.start()
+    health_server = await _start_health_only(config, health_servicer) if config.health_port else None
     for name in ("", defn.grpc_service):
         await health_servicer.set(name, SERVING)
     log.info("serving", extra=logs.fields(
         address=f"{config.listen_host}:{port}", tls="mutual" if config.tls and config.tls.mutual
-        else "server" if config.tls else "off", metrics_port=config.metrics_port))
-    return RunningService(server, port, ctx, health_servicer)
+        else "server" if config.tls else "off", metrics_port=config.metrics_port,
+        health_port=config.health_port or None))
+    return RunningService(server, port, ctx, health_servicer, health_server)
+
+
+async def _start_health_only(config: ServiceConfig, health_servicer: HealthServicer) -> grpc.aio.Server:
+    """grpc.health.v1 alone, in plaintext, on HEALTH_PORT: the same servicer, so it turns
+    NOT_SERVING with the service while it drains. Nothing else is served on this port."""
+    health_server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+    address = f"{config.listen_host}:{config.health_port}"
+    try:
+        health_server.add_insecure_port(address)
+    except RuntimeError:
+        raise ConfigError(f"cannot listen on {address} (HEALTH_PORT={config.health_port}): address in use?") from None
+    await health_server.start()
+    return health_server
 
 
 async def _serve_until_signal(defn: ServiceDefinition, config: ServiceConfig, env: Mapping[str, str]) -> None:

@@ -144,9 +144,18 @@ def write_atomic(path: Path, text: str) -> None:
 def dump(args: argparse.Namespace) -> dict[str, Any]:
     client = connect(args.redis, args.password, args.timeout)
     carts, skipped = read_carts(client)
+    path = Path(args.file)
+    if path.is_file():  # the same carts as the backup there: keep it (and its date), change nothing
+        try:
+            old_text = path.read_text()
+            unchanged = decode(json.loads(old_text), str(path)) == carts
+        except (OSError, ValueError, BackupError):
+            unchanged = False
+        if unchanged:
+            return {"action": "dump", "file": str(path), "sha256": hashlib.sha256(old_text.encode()).hexdigest(),
+                    "skipped_non_hash_keys": skipped, "changed": False, **summary(carts)}
     doc = encode(carts, args.redis)
     text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
-    path = Path(args.file)
     write_atomic(path, text)
     return {"action": "dump", "file": str(path), "sha256": hashlib.sha256(text.encode()).hexdigest(),
             "skipped_non_hash_keys": skipped, "changed": True, **summary(carts)}

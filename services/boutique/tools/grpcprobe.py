@@ -11,6 +11,7 @@ Modes:
   plaintext  h2c without TLS               (a mesh in STRICT mode must refuse it)
   tls        TLS, server verified, NO client certificate (mTLS must refuse it)
   mtls       TLS with the client certificate (must get SERVING)
+  foreign    TLS with a client certificate from a CA made up on the spot (mTLS must refuse it)
 A refused probe is a result, not an error: the exit status is 0 whenever every probe
 ran, 2 on bad arguments (missing files, malformed targets).
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-MODES = ("plaintext", "tls", "mtls")
+MODES = ("plaintext", "tls", "mtls", "foreign")
 
 
 class ProbeError(Exception):
@@ -83,14 +84,24 @@ def _read(path: str | None, what: str) -> bytes | None:
         raise ProbeError(f"{what} {path}: {exc.strerror}") from None
 
 
+def foreign_identity() -> tuple[bytes, bytes]:
+    """A client certificate and key from a throw-away CA nobody trusts (the `foreign` mode)."""
+    from boutique.certs import CertificateAuthority
+
+    issued = CertificateAuthority("grpcprobe foreign CA").issue_client("grpcprobe-foreign")
+    return issued.cert_pem, issued.key_pem
+
+
 def channel(address: str, mode: str, ca: bytes | None, cert: bytes | None, key: bytes | None,
             server_name: str | None) -> grpc.Channel:
     if mode == "plaintext":
         return grpc.insecure_channel(address)
+    if mode == "foreign":
+        cert, key = foreign_identity()
     creds = grpc.ssl_channel_credentials(
         root_certificates=ca,
-        private_key=key if mode == "mtls" else None,
-        certificate_chain=cert if mode == "mtls" else None,
+        private_key=key if mode in ("mtls", "foreign") else None,
+        certificate_chain=cert if mode in ("mtls", "foreign") else None,
     )
     options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
     return grpc.secure_channel(address, creds, options=options)
@@ -118,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="catalog name: probe the local runner's port for it (repeatable)")
     parser.add_argument("--port-offset", type=int, default=0, help="the runner's --port-offset (with --local-service)")
     parser.add_argument("--host", default="127.0.0.1", help="host of the local runner (with --local-service)")
-    parser.add_argument("--modes", default="plaintext,tls,mtls", help="comma list of plaintext, tls, mtls")
+    parser.add_argument("--modes", default="plaintext,tls,mtls", help="comma list of plaintext, tls, mtls, foreign")
     parser.add_argument("--ca", help="CA bundle that signed the servers' certificates")
     parser.add_argument("--cert", help="client certificate (mtls mode)")
     parser.add_argument("--key", help="client private key (mtls mode)")
