@@ -11,7 +11,8 @@
 #
 # Stages:
 #   deps    venv at /opt/venv with the pinned runtime dependencies
-#           (requirements-runtime.txt, a subset of requirements.txt), wheels only.
+#           (requirements-runtime.txt, a subset of requirements.txt), wheels only, every
+#           file checked against its sha256 in the lock (--require-hashes).
 #   app     the `boutique` package (services/boutique), byte-compiled, at /opt/app.
 #           Copied rather than pip-installed so a code change never invalidates the
 #           dependency layer and the build needs no (unpinned) setuptools download.
@@ -58,7 +59,7 @@ RUN set -eu; \
     [ -n "$PIP_EXTRA_INDEX_URL" ] || unset PIP_EXTRA_INDEX_URL; \
     [ -n "$PIP_TRUSTED_HOST" ] || unset PIP_TRUSTED_HOST; \
     "$PYTHON" -m venv /opt/venv; \
-    /opt/venv/bin/python -m pip install --quiet --only-binary=:all: --no-deps -r /tmp/requirements-runtime.txt; \
+    /opt/venv/bin/python -m pip install --quiet --only-binary=:all: --no-deps --require-hashes -r /tmp/requirements-runtime.txt; \
     /opt/venv/bin/python -m pip check; \
     /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools; \
     site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \

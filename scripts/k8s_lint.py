@@ -261,7 +261,9 @@ class Linter:
         return edges
 
     def shop_namespace(self) -> str:
-        namespaces = {w["metadata"]["namespace"] for w in self.workloads}
+        # the catalog's workloads (others, such as the trace collector, live elsewhere)
+        names = {s["name"] for s in self.catalog.deployed} | {self.catalog.redis["name"]}
+        namespaces = {w["metadata"]["namespace"] for w in self.workloads if w["metadata"]["name"] in names}
         if len(namespaces) != 1:
             self.fail(None, f"expected the shop's workloads in one namespace, found {sorted(namespaces)}")
         return next(iter(sorted(namespaces)), "")

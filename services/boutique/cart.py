@@ -265,6 +265,8 @@ async def create(ctx: ServiceContext) -> CartService:
     ctx.on_close(store.close)
     ctx.log.info("cart store: %s", store.description, extra=logs.fields(store=store.description))
     if isinstance(store, RedisStore):
+        if ctx.tracing:
+            ctx.tracing.instrument_redis(store.redis)  # a span per Redis command / transaction
         # Like the original, a Redis that is not up yet does not stop the service: calls
         # fail with FAILED_PRECONDITION until it is reachable. Say so early in the log.
         try:

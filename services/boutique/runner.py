@@ -1,6 +1,7 @@
 """The local runner: the whole shop as processes on 127.0.0.1.
 
-    boutique run [--mtls] [--port-offset N] [--no-redis] [--only NAME ...] [--log-dir DIR] [--follow]
+    boutique run [--mtls] [--port-offset N] [--no-redis] [--only NAME ...] [--addr NAME=HOST:PORT ...]
+                 [--log-dir DIR] [--follow]
 
 Every deployable catalog service (catalog `deploy: false`, the load generator,
 is left out) runs as `python -m boutique.cli serve <name>` on 127.0.0.1 at its
@@ -8,7 +9,11 @@ catalog `local_port` + offset, with metrics on `local_metrics_port` + offset.
 Callee addresses come from the catalog's `addr_env` names. The cart gets
 REDIS_ADDR pointing at a private redis-server (catalog redis `local_port` +
 offset) when redis-server is on PATH, otherwise no REDIS_ADDR and it keeps carts
-in memory. With --mtls a throw-away CA and per-service certificates are made
+in memory. `--addr NAME=HOST:PORT` swaps in a service running elsewhere (an original Online
+Boutique service, say): the runner does not start NAME and points its callers at HOST:PORT
+(`--addr redis-cart=HOST:PORT` the same for the cart's Redis). A service that `--only` leaves out
+and that the environment already names (`<X>_SERVICE_ADDR`, inherited) is reached there.
+With --mtls a throw-away CA and per-service certificates are made
 (boutique.certs) and every gRPC hop uses mutual TLS; the frontend's HTTP
 listener stays plain HTTP for the browser.
 
@@ -146,6 +151,8 @@ class Shop:
     mtls:        make a throw-away CA + certificates; every gRPC hop uses mutual TLS.
     redis:       "auto" (use redis-server when on PATH), True (require it), False (in-memory cart).
     services:    a subset of catalog names to start (default: every deployable one).
+    addresses:   name -> "host:port" of services (or redis) running elsewhere: not started, their
+                 callers point there.
     env:         extra environment for every service (e.g. BOUTIQUE_ACCESS_LOG=errors).
     service_env: extra environment per service name (e.g. {"currencyservice": {"BOUTIQUE_WORKERS": "2"}}).
     log_dir:     where <name>.log files go (default: a temporary directory, removed by stop() unless
@@ -158,7 +165,7 @@ class Shop:
                  service_env: Mapping[str, Mapping[str, str]] | None = None,
                  log_dir: str | os.PathLike[str] | None = None, startup_timeout: float = STARTUP_TIMEOUT,
                  stop_timeout: float = STOP_TIMEOUT, out: Callable[[str], None] = _stderr,
-                 catalog: catalog_mod.Catalog | None = None) -> None:
+                 catalog: catalog_mod.Catalog | None = None, addresses: Mapping[str, str] | None = None) -> None:
         if redis not in (True, False, "auto"):
             raise ShopError(f"redis={redis!r}: use 'auto', True or False")
         if not isinstance(port_offset, int) or port_offset < 0:
@@ -192,6 +199,8 @@ class Shop:
         for name in list(self.service_env):
             if name not in self.catalog.services:
                 raise ShopError(f"service_env: unknown service {name!r}")
+        self.addresses = self._check_addresses(addresses or {}, explicit=wanted if services is not None else [])
+        wanted = [n for n in wanted if n not in self.addresses]
         self.skipped: dict[str, str] = {}  # name -> why it is not started
         self.names: list[str] = []
         for name in self._start_order(wanted):
@@ -208,6 +217,29 @@ class Shop:
         self._lock = threading.RLock()
         self._started = False
         self._cancel = threading.Event()
+
+    def _check_addresses(self, addresses: Mapping[str, str], explicit: list[str]) -> dict[str, str]:
+        """Validate --addr entries: a service someone calls (or redis), a host:port, not also --only."""
+        from boutique.runtime.config import ConfigError, host_port
+
+        checked: dict[str, str] = {}
+        for name, addr in addresses.items():
+            if name != self.catalog.redis.name:
+                try:
+                    svc = self.catalog.get(name)
+                except catalog_mod.CatalogError as exc:
+                    raise ShopError(f"--addr {name}={addr}: {exc}") from None
+                if not svc.addr_env or not any(self.catalog.get(c).deploy for c in self.catalog.callers_of(name)):
+                    raise ShopError(f"--addr {name}={addr}: none of the services the runner starts calls {name}, "
+                                    "so there is nothing to point at it")
+            if name in explicit:
+                raise ShopError(f"--only {name} and --addr {name}={addr}: start ours or use the one at {addr}, "
+                                "not both")
+            try:
+                checked[name] = host_port("--addr", {"--addr": addr}, purpose=name)
+            except ConfigError:
+                raise ShopError(f"--addr {name}={addr!r}: {addr!r} is not a HOST:PORT address") from None
+        return checked
 
     # ----------------------------------------------------------------- layout
     def _start_order(self, names: list[str]) -> list[str]:
@@ -252,7 +284,19 @@ class Shop:
 
     @property
     def redis_address(self) -> str | None:
+        if self.catalog.redis.name in self.addresses:
+            return self.addresses[self.catalog.redis.name]
         return f"{HOST}:{self.redis_port}" if self.redis_port else None
+
+    def callee_address(self, name: str) -> str | None:
+        """Where callers reach `name`: an --addr, ours when we run it, an inherited <X>_SERVICE_ADDR
+        when we do not, else our port (nothing listens: callers get UNAVAILABLE). None = inherited."""
+        if name in self.addresses:
+            return self.addresses[name]
+        addr_env = self.catalog.get(name).addr_env
+        if name not in self.names and os.environ.get(addr_env, "").strip():
+            return None
+        return self.address(name)
 
     def env_for(self, name: str) -> dict[str, str]:
         """The environment the runner gives service `name` (on top of the runner's own env)."""
@@ -266,13 +310,13 @@ class Shop:
             if callee == self.catalog.redis.name:
                 continue
             callee_svc = self.catalog.get(callee)
-            if callee_svc.addr_env:
-                env[callee_svc.addr_env] = self.address(callee)
+            if callee_svc.addr_env and (addr := self.callee_address(callee)) is not None:
+                env[callee_svc.addr_env] = addr
         for key, value in svc.env.items():
             if key != "REDIS_ADDR":
                 env[key] = value
-        if "REDIS_ADDR" in svc.env and self.redis_port:
-            env["REDIS_ADDR"] = f"{HOST}:{self.redis_port}"
+        if "REDIS_ADDR" in svc.env and self.redis_address:
+            env["REDIS_ADDR"] = self.redis_address
         if self.tls_dir is not None:
             env["TLS_CERT_FILE"] = str(self.tls_dir / f"{name}.pem")
             env["TLS_KEY_FILE"] = str(self.tls_dir / f"{name}.key")
@@ -324,7 +368,7 @@ class Shop:
         if self.redis_mode is False:
             return False
         cart_needs = any("REDIS_ADDR" in self.catalog.get(n).env for n in self.names)
-        if not cart_needs:
+        if not cart_needs or self.catalog.redis.name in self.addresses:
             return False
         found = shutil.which("redis-server") is not None
         if self.redis_mode is True and not found:
@@ -340,6 +384,11 @@ class Shop:
             atexit.register(self.stop)
             for name, why in self.skipped.items():
                 self.out(f"WARNING: {name} is NOT started: {why}; its callers will get UNAVAILABLE")
+            for name, addr in self.addresses.items():
+                host, _, port = addr.rpartition(":")
+                if not _accepts(int(port), host.strip("[]")):
+                    self.out(f"WARNING: nothing accepts connections at {addr} (--addr {name}) yet; its callers "
+                             "get UNAVAILABLE until it does")
             try:
                 use_redis = self._want_redis()
                 self.check_ports(use_redis)
@@ -576,6 +625,8 @@ class Shop:
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        for name, addr in self.addresses.items():
+            lines.append(f"{name}  elsewhere: {addr} (--addr)")
         for name, why in self.skipped.items():
             lines.append(f"{name}  NOT STARTED: {why}")
         return "\n".join(lines)
@@ -612,7 +663,7 @@ def _run(args: argparse.Namespace) -> int:
                                else Path(f".work/run/offset-{args.port_offset}/logs"))
     try:
         shop = Shop(port_offset=args.port_offset, mtls=args.mtls, redis=False if args.no_redis else "auto",
-                    services=args.only or None, log_dir=log_dir.resolve(),
+                    services=args.only or None, addresses=_addresses(args.addr or []), log_dir=log_dir.resolve(),
                     env={"BOUTIQUE_ACCESS_LOG": args.access_log} if args.access_log else None)
     except ShopError as exc:
         print(f"boutique run: {exc}", file=sys.stderr)
@@ -679,6 +730,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--no-redis", action="store_true", help="do not start redis-server: in-memory cart")
     p.add_argument("--only", action="append", metavar="NAME",
                    help="start only this catalog service (repeatable)")
+    p.add_argument("--addr", action="append", metavar="NAME=HOST:PORT",
+                   help="use the service (or redis-cart) at HOST:PORT instead of starting ours (repeatable)")
     p.add_argument("--log-dir", type=Path, help="where <service>.log files go (default .work/run/logs)")
     p.add_argument("--access-log", choices=("all", "errors", "off"),
                    help="BOUTIQUE_ACCESS_LOG for every service (default: inherited, else errors)")
@@ -698,3 +751,17 @@ def _offset(text: str) -> int:
     if not 0 <= value < 60000:
         raise argparse.ArgumentTypeError(f"{value} is out of range 0..59999")
     return value
+
+
+def _addresses(entries: list[str]) -> dict[str, str]:
+    """`--addr NAME=HOST:PORT` entries -> {name: host:port}; Shop checks names and addresses."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        name, sep, addr = entry.partition("=")
+        name, addr = name.strip(), addr.strip()
+        if not sep or not name or not addr:
+            raise ShopError(f"--addr {entry!r}: expected NAME=HOST:PORT, e.g. --addr cartservice=127.0.0.1:7070")
+        if name in out and out[name] != addr:
+            raise ShopError(f"--addr {name} given twice ({out[name]} and {addr})")
+        out[name] = addr
+    return out

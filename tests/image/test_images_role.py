@@ -10,6 +10,7 @@ meanwhile in the checkout can change what is built between the two runs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -118,6 +119,13 @@ def stage(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator
                             "--stop", "--pidfile", str(pidfile)], check=False, capture_output=True)
 
 
+def _refs(stage: dict) -> dict[str, str]:
+    """images.json's references (catalog name -> ref), without its "sboms" record."""
+    data = json.loads(stage["refs_file"].read_text())
+    data.pop("sboms", None)
+    return data
+
+
 def registry_get(port: int, path: str, method: str = "GET") -> tuple[dict[str, str], bytes]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers={"Accept": MANIFEST_TYPES})
     with urllib.request.urlopen(req, timeout=10) as resp:
@@ -129,16 +137,40 @@ def test_first_run_builds_pushes_and_records_every_deployable_service(stage: dic
     first = stage["first"]
     assert first.proc.returncode == 0, first.output[-5000:]
     assert first.recap("changed") > 0
-    refs = json.loads(stage["refs_file"].read_text())
+    refs = _refs(stage)
     assert sorted(refs) == sorted(s.name for s in DEPLOYABLE)
     for name, ref in refs.items():
         assert re.fullmatch(rf"127\.0\.0\.1:{stage['port']}/{PREFIX}/{name}@sha256:[0-9a-f]{{64}}", ref), ref
 
 
 @pytest.mark.docker
+def test_each_image_has_a_valid_cyclonedx_sbom_recorded_beside_its_digest(stage: dict) -> None:
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    assert stage["first"].proc.returncode == 0, "the images stage failed; see the first test"
+    data = json.loads(stage["refs_file"].read_text())
+    sboms = data.pop("sboms")
+    assert sorted(sboms) == sorted(data)
+    for name, ref in data.items():
+        record = sboms[name]
+        assert record["digest"] == ref.split("@", 1)[1] and record["format"] == "CycloneDX 1.6"
+        path = stage["refs_file"].parent / record["file"]
+        text = path.read_text()
+        assert hashlib.sha256(text.encode()).hexdigest() == record["sha256"]
+        assert not JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
+        bom = json.loads(text)
+        assert bom["metadata"]["component"]["version"] == record["digest"]
+        purls = {c["purl"].split("?")[0] for c in bom["components"]}
+        assert any(p.startswith("pkg:deb/debian/") for p in purls), name  # the base's Debian packages
+        if name in {s.name for s in DEPLOYABLE}:  # a service image: our pinned Python dependencies too
+            assert "pkg:pypi/grpcio@1.85.1" in purls, name
+
+
+@pytest.mark.docker
 def test_registry_api_lists_the_images_with_the_recorded_digests(stage: dict) -> None:
     port, sha = stage["port"], stage["sha"]
-    refs = json.loads(stage["refs_file"].read_text())
+    refs = _refs(stage)
     _, body = registry_get(port, "/v2/_catalog")
     assert sorted(json.loads(body)["repositories"]) == sorted(f"{PREFIX}/{s.name}" for s in DEPLOYABLE)
     for name, ref in refs.items():
@@ -181,7 +213,7 @@ def wait_healthy(svc: catalog_mod.Service, port: int, timeout: float = 40) -> st
 
 @pytest.mark.docker
 def test_each_pushed_image_pulled_by_digest_runs_hardened_and_is_healthy(stage: dict) -> None:
-    refs = json.loads(stage["refs_file"].read_text())
+    refs = _refs(stage)
     started: dict[str, tuple[str, int]] = {}
     try:
         for svc in DEPLOYABLE:
@@ -305,7 +337,7 @@ def test_rendered_deployments_reference_exactly_the_pushed_digests(stage: dict) 
     import yaml
 
     assert stage["first"].proc.returncode == 0, "the images stage failed; see the first test"
-    refs = json.loads(stage["refs_file"].read_text())
+    refs = _refs(stage)
     render_dir = stage["tmp"] / "rendered"
     env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1")
     proc = subprocess.run(["ansible-playbook", "-i", "inventories/local", "playbooks/site/kubernetes.yml",

@@ -17,10 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import istio_crds  # noqa: E402  (re-exported for the tests)
+import field_tools  # noqa: E402  (re-exported for the tests)
+import istio_crds  # noqa: E402
 import k8s_lint  # noqa: E402
 
-__all__ = ["istio_crds", "k8s_lint"]
+__all__ = ["field_tools", "istio_crds", "k8s_lint"]
 
 
 def _root_conftest():

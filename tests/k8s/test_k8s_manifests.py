@@ -147,13 +147,17 @@ def test_deployments_carry_the_catalog_ports_env_resources_and_probes(rendered, 
         assert expected_env.items() <= env.items(), svc["name"]
         grace = int(env["SHUTDOWN_GRACE_SECONDS"])
         assert pod["terminationGracePeriodSeconds"] >= grace + 10
-        assert c["resources"] == svc["resources"]
+        for bound in ("requests", "limits"):  # the catalog's cpu/memory, plus ephemeral storage (kube-score)
+            assert c["resources"][bound] == {**c["resources"][bound], **svc["resources"][bound]}, svc["name"]
+            assert "ephemeral-storage" in c["resources"][bound], svc["name"]
         assert {p["containerPort"] for p in c["ports"]} == {svc["port"], svc["metrics_port"]}
         annotations = d["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/port"] == str(svc["metrics_port"])
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             if svc["protocol"] == "grpc":
                 assert c[probe]["grpc"] == {"port": svc["port"]}, (svc["name"], probe)
+            elif probe == "livenessProbe":  # /_healthz is 503 while draining: readiness, not liveness
+                assert c[probe]["tcpSocket"] == {"port": svc["port"]}, svc["name"]
             else:
                 http = c[probe]["httpGet"]
                 assert (http["path"], http["port"]) == ("/_healthz", svc["port"])

@@ -16,7 +16,15 @@ pytestmark = pytest.mark.k8s
 
 def test_the_bundle_used_by_the_tests_matches_the_pinned_checksum(istio_crd_bundle, k8s_settings):
     assert hashlib.sha256(istio_crd_bundle.read_bytes()).hexdigest() == k8s_settings["boutique_istio_crds_sha256"]
-    assert k8s_settings["boutique_istio_version"] in k8s_settings["boutique_istio_crds_url"]
+    assert f"/{k8s_settings['boutique_istio_crds_version']}/" in k8s_settings["boutique_istio_crds_url"]
+
+
+def test_istio_is_the_newest_1_30_patch_and_validated_with_its_minors_crds(k8s_settings):
+    # 1.30.4 fixed Envoy RBAC bypasses (CVE-2026-73553: path-parameter matching); 1.30.7 is the newest 1.30
+    version = tuple(int(p) for p in k8s_settings["boutique_istio_version"].split("."))
+    assert version >= (1, 30, 7) and version[:2] == (1, 30)
+    crds = k8s_settings["boutique_istio_crds_version"].split(".")
+    assert crds[:2] == k8s_settings["boutique_istio_version"].split(".")[:2]  # the CRD API is the same within a minor
 
 
 def test_crd_script_names_a_missing_bundle(tmp_path):

@@ -43,7 +43,7 @@ from boutique.frontend.backend import Backend, BackendError, FrontendClients
 from boutique.frontend.config import SHARED_SESSION_ID, FrontendConfig
 from boutique.money import MoneyError
 from boutique.proto import demo_pb2 as pb
-from boutique.runtime import logs
+from boutique.runtime import logs, tracing
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "shop_session-id"
@@ -492,10 +492,11 @@ def create_app(cfg: FrontendConfig, catalog: Catalog, env: dict[str, str] | None
     pages = Pages(shared)
     base = cfg.base_url
     env_map = dict(os.environ if env is None else env)
+    tracer = tracing.from_env("frontend", env_map)  # None unless tracing is on
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        clients = FrontendClients(catalog, env_map, cfg.service.tls)
+        clients = FrontendClients(catalog, env_map, cfg.service.tls, tracer.client_interceptors() if tracer else ())
         shared.backend = Backend(clients, concurrent=cfg.concurrent, ad_timeout=cfg.ad_timeout,
                                  recommendation_timeout=cfg.recommendation_timeout)
         for callee in cfg.addresses:  # start connecting now, so the first page does not pay for it
@@ -505,6 +506,8 @@ def create_app(cfg: FrontendConfig, catalog: Catalog, env: dict[str, str] | None
         finally:
             shared.backend = None
             await clients.close()
+            if tracer:
+                await tracer.close()
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return PlainTextResponse("404 page not found\n", status_code=404)
@@ -549,4 +552,4 @@ def create_app(cfg: FrontendConfig, catalog: Catalog, env: dict[str, str] | None
         Mount(f"{base}/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
-    return ShopMiddleware(app, shared), shared
+    return (tracer.asgi(ShopMiddleware(app, shared)) if tracer else ShopMiddleware(app, shared)), shared

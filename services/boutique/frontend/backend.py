@@ -63,8 +63,9 @@ class FrontendClients(Clients):
     call's deadline explicitly (grpcio applies service-config timeouts early,
     grpc/grpc#34547, #40633)."""
 
-    def __init__(self, catalog: Catalog, env: Mapping[str, str], tls: TLSFiles | None) -> None:
-        super().__init__(catalog, env, tls)
+    def __init__(self, catalog: Catalog, env: Mapping[str, str], tls: TLSFiles | None,
+                 interceptors: Sequence[Any] = ()) -> None:
+        super().__init__(catalog, env, tls, interceptors)
         self.timeouts = {name: catalog.get(name).timeout for name in catalog.services}
         self.caches: list[RefreshingValue[Any]] = []  # closed before the channels
 

@@ -132,11 +132,11 @@ class Clients:
     """Creates and owns the channels a service uses to reach its callees."""
 
     def __init__(self, catalog: Catalog, env: Mapping[str, str], tls: TLSFiles | None,
-                 interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> None:
+                 interceptors: Sequence[Any] = ()) -> None:
         self.catalog = catalog
         self.env = env
         self.tls = tls
-        self.interceptors = list(interceptors)  # extra grpc.aio interceptors for every channel
+        self.interceptors = list(interceptors)  # extra grpc.aio interceptors for every channel (tracing)
         self._channels: dict[str, ObservedChannel] = {}
 
     def address(self, callee: str) -> str:

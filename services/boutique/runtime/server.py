@@ -41,7 +41,7 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from boutique import catalog as catalog_mod
-from boutique.runtime import logs, metrics
+from boutique.runtime import logs, metrics, tracing
 from boutique.runtime.client import Clients
 from boutique.runtime.config import ConfigError, ServiceConfig
 from boutique.runtime.health import SERVICE_NAME as HEALTH_SERVICE
@@ -69,6 +69,7 @@ class ServiceContext:
     env: Mapping[str, str]
     log: logging.Logger
     clients: Clients
+    tracing: tracing.Tracing | None = None  # the cart instruments its Redis client with it
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def stub(self, callee: str, stub_cls: type) -> Any:
@@ -81,6 +82,8 @@ class ServiceContext:
         for closer in reversed(self._closers):
             await closer()
         await self.clients.close()
+        if self.tracing:
+            await self.tracing.close()  # export the last spans
 
 
 def handler_wrappers(config: ServiceConfig) -> list[metrics.HandlerWrapper]:
@@ -158,8 +161,9 @@ async def start(defn: ServiceDefinition, config: ServiceConfig, env: Mapping[str
                 catalog: catalog_mod.Catalog | None = None) -> RunningService:
     """Build and start the server; returns once it accepts calls and reports SERVING."""
     log = logging.getLogger(defn.name)
-    clients = Clients(catalog or catalog_mod.default(), env, config.tls)
-    ctx = ServiceContext(config=config, env=env, log=log, clients=clients)
+    tracer = tracing.from_env(defn.name, env)  # None unless tracing is on: then nothing is imported or wrapped
+    clients = Clients(catalog or catalog_mod.default(), env, config.tls, tracer.client_interceptors() if tracer else ())
+    ctx = ServiceContext(config=config, env=env, log=log, clients=clients, tracing=tracer)
     for callee in defn.callees:
         clients.address(callee)  # a missing/malformed address fails at start-up, naming the variable
     try:
@@ -171,6 +175,8 @@ async def start(defn: ServiceDefinition, config: ServiceConfig, env: Mapping[str
         raise
     reuseport = 1 if os.environ.get("BOUTIQUE_REUSEPORT") == "1" else 0
     server = grpc.aio.server(
+        # Tracing (ENABLE_TRACING) adds OpenTelemetry's interceptor; off, the server has none at all.
+        interceptors=tracer.server_interceptors() if tracer else None,
         options=[("grpc.so_reuseport", reuseport), ("grpc.max_concurrent_streams", 1000)],
     )
     registrar = _WrappingRegistrar(server, handler_wrappers(config))
