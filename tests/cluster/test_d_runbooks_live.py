@@ -89,6 +89,27 @@ def test_smoke_test_places_an_order_through_the_frontend_service(shop: dict[str,
     print(f"\nsmoke-test runbook on the node: {seconds:.1f}s in all; {run.flat.split('the order took ')[1][:10]}")
 
 
+def test_the_smoke_order_is_one_trace_in_the_in_cluster_collector(shop: dict[str, str], core: Any) -> None:
+    """Tracing is on for the test node: every service exports to the Jaeger Deployment, and the
+    order the smoke test placed is one trace across the services of the checkout."""
+    import urllib.request
+
+    runbook("smoke-test").assert_ok()
+    jaeger = core.read_namespaced_service("jaeger-collector", "monitoring")
+    query = next(p.port for p in jaeger.spec.ports if p.name == "http-query")
+    url = f"http://{jaeger.spec.cluster_ip}:{query}/api/traces?service=checkoutservice&lookback=15m&limit=50"
+    wanted = {"frontend", "checkoutservice", "cartservice", "productcatalogservice", "currencyservice",
+              "shippingservice", "paymentservice", "emailservice"}
+
+    def one_trace_with_all() -> Any:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            traces = json.load(resp)["data"] or []
+        return next((t for t in traces if wanted <= {p["serviceName"] for p in t["processes"].values()}), None)
+
+    trace = wait_until("a trace holding every service of the order", one_trace_with_all, timeout=60, interval=2)
+    assert len(trace["spans"]) >= len(wanted)
+
+
 def test_rollout_restart_replaces_pods_one_at_a_time_within_the_pdb(shop: dict[str, str], apps: Any,
                                                                     core: Any) -> None:
     before = {p.metadata.name for p in core.list_namespaced_pod(

@@ -27,7 +27,7 @@ def labelled_leftovers(kube: Any) -> list[str]:
             continue  # subresources and kinds that cannot be listed
         try:
             items = resource.get(label_selector=OUR_LABEL).items
-        except Exception:  # noqa: S112 (aggregated or forbidden kinds: none of ours)
+        except Exception:
             continue
         found += [f"{resource.kind}/{getattr(i.metadata, 'namespace', '') or '-'}/{i.metadata.name}" for i in items]
     return sorted(set(found))
