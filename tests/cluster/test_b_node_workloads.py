@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import exec_in, pod_logs_when_done, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+pytestmark = [pytest.mark.timeout(2700), pytest.mark.slow, pytest.mark.cluster]
 
 NAMESPACE = "node-checks"
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",

@@ -17,7 +17,7 @@ import yaml
 from conftest import TESTNODE_INVENTORY, exec_in, wait_until
 from testkit import ROOT, PlaybookRun, run_playbook
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+pytestmark = [pytest.mark.timeout(2700), pytest.mark.slow, pytest.mark.cluster]
 
 NAMESPACE = "boutique"
 TIMINGS: dict[str, float] = {}

@@ -14,7 +14,7 @@ import pytest
 from conftest import TESTNODE_INVENTORY, wait_until
 from testkit import ROOT, PlaybookRun, run_playbook
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+pytestmark = [pytest.mark.timeout(2700), pytest.mark.slow, pytest.mark.cluster]
 
 NAMESPACE = "boutique"
 # What the API server manages itself: left out when comparing objects before and after.

@@ -10,7 +10,7 @@ import pytest
 from conftest import TESTNODE_INVENTORY
 from testkit import run_playbook
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+pytestmark = [pytest.mark.timeout(2700), pytest.mark.slow, pytest.mark.cluster]
 
 OUR_NAMESPACES = {"boutique", "istio-system", "istio-ingress", "monitoring"}
 OUR_LABEL = "app.kubernetes.io/part-of=boutique"

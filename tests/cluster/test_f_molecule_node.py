@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from testkit import ROOT, ansible_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.molecule]
+pytestmark = [pytest.mark.timeout(2700), pytest.mark.slow, pytest.mark.cluster, pytest.mark.molecule]
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
