@@ -3,6 +3,8 @@ they are re-exported here for modules that load this file by path."""
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,3 +16,20 @@ __all__ = ["IN_CI", "ROOT", "free_port", "require_tool"]
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[None]:
+    """A running Docker engine for the image tests and the test node's images stage:
+    scripts/dockerd.sh starts one when none answers, and the engine this fixture started is
+    stopped again at the end of the session."""
+    require_tool("dockerd", "the service images are built and run with the local Docker engine")
+    require_tool("docker", "the service images are built and run with the local Docker engine")
+    already_up = subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    script = str(ROOT / "scripts" / "dockerd.sh")
+    proc = subprocess.run(["bash", script], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/dockerd.sh failed:\n{proc.stdout}\n{proc.stderr}")
+    yield
+    if not already_up:
+        subprocess.run(["bash", script, "--stop"], capture_output=True, timeout=60, check=False)

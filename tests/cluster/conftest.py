@@ -88,10 +88,9 @@ def apps(kube: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def image_refs(test_node: Any) -> dict[str, str]:
+def image_refs(test_node: Any, docker_engine: None) -> dict[str, str]:
     """Every deployable service's image in the loopback registry, by digest (the images stage of the
     test-node inventory: builds what changed, pushes what is missing, writes images.json)."""
-    require_tool("dockerd", "the service images are built with the local Docker engine")
     run = run_playbook("playbooks/site/images.yml", inventory=TESTNODE_INVENTORY, timeout=1800).assert_ok()
     refs_file = ROOT / "rendered" / "testnode" / "images.json"
     assert refs_file.is_file(), f"the images stage wrote no {refs_file}:\n{run.output[-2000:]}"

@@ -1,1 +1,1 @@
-from image_lib import base_image, docker_engine  # noqa: F401  (fixtures)
+from image_lib import base_image  # noqa: F401  (fixture; docker_engine is in tests/conftest.py)

@@ -15,7 +15,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,22 +66,6 @@ def build_args(**extra: str) -> list[str]:
     for key, value in args.items():
         out += ["--build-arg", f"{key}={value}"]
     return out
-
-
-@pytest.fixture(scope="session")
-def docker_engine() -> Iterator[None]:
-    """A running engine: scripts/dockerd.sh starts one when none answers, and the
-    engine this fixture started is stopped again at the end of the session."""
-    require_tool("dockerd", "the image tests build and run containers")
-    require_tool("docker", "the image tests build and run containers")
-    already_up = subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
-    script = str(ROOT / "scripts" / "dockerd.sh")
-    proc = subprocess.run(["bash", script], capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/dockerd.sh failed:\n{proc.stdout}\n{proc.stderr}")
-    yield
-    if not already_up:
-        subprocess.run(["bash", script, "--stop"], capture_output=True, timeout=60, check=False)
 
 
 @pytest.fixture(scope="session")
