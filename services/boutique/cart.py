@@ -28,6 +28,12 @@ Deliberate differences from the original (it accepts all of these, or fails with
   * empty item.product_id          -> INVALID_ARGUMENT
   * item.quantity < 1              -> INVALID_ARGUMENT (the original stores 0 and negative amounts)
   * a line that would exceed int32 -> FAILED_PRECONDITION (the original overflows)
+  * a user_id over MAX_USER_ID characters, or a product_id that is not in the catalog's
+    data file                      -> INVALID_ARGUMENT naming the field
+  * a cart holds at most MAX_LINES products and MAX_LINE_QUANTITY of each; more is
+    RESOURCE_EXHAUSTED (so no cart grows past a few KB and every cart stays readable)
+  * Redis keys get a TTL of CART_TTL_SECONDS, renewed by every AddItem and EmptyCart (the
+    original sets none), so abandoned carts do not fill Redis
 Storage failures (Redis unreachable, a corrupt value) are FAILED_PRECONDITION
 "Can't access cart storage. <error>", as in the contract.
 """
@@ -60,6 +66,18 @@ REDIS_CONNECT_TIMEOUT = 0.3
 REDIS_SOCKET_TIMEOUT = 0.5
 # Optimistic AddItem transaction: attempts before giving up under extreme contention.
 MAX_TRANSACTION_ATTEMPTS = 200
+# What a cart may hold, and how long an untouched cart lives (the session cookie lives 48 h).
+MAX_USER_ID = 128
+MAX_LINES = 50
+MAX_LINE_QUANTITY = 1000
+CART_TTL_SECONDS = 7 * 86400
+
+
+def known_product_ids() -> frozenset[str]:
+    """The ids of the catalog's products (the same data file productcatalogservice serves)."""
+    from boutique.productcatalog import load_products
+
+    return frozenset(p.id for p in load_products())
 
 
 class StorageError(Exception):
@@ -70,8 +88,15 @@ class QuantityOverflow(Exception):
     """Adding the item would push a cart line past the int32 range."""
 
 
+class CartFull(Exception):
+    """Adding the item would exceed MAX_LINES lines or MAX_LINE_QUANTITY of one product."""
+
+
 def merge_item(stored: bytes | None, user_id: str, item: pb.CartItem) -> bytes:
     """The serialized cart after adding `item` to the stored cart (None = no cart)."""
+    if item.quantity > MAX_LINE_QUANTITY:
+        raise CartFull(f"item.quantity: a cart holds at most {MAX_LINE_QUANTITY} of one product, "
+                       f"got {item.quantity}")
     if stored is None:
         cart = pb.Cart(user_id=user_id, items=[pb.CartItem(product_id=item.product_id, quantity=item.quantity)])
         return cart.SerializeToString()
@@ -82,9 +107,14 @@ def merge_item(stored: bytes | None, user_id: str, item: pb.CartItem) -> bytes:
             if total > INT32_MAX:
                 raise QuantityOverflow(
                     f"item.quantity: the cart would hold {total} of {item.product_id!r}, more than {INT32_MAX}")
+            if total > MAX_LINE_QUANTITY:
+                raise CartFull(f"item.quantity: a cart holds at most {MAX_LINE_QUANTITY} of one product; "
+                               f"it has {line.quantity} of {item.product_id!r}")
             line.quantity = total
             break
     else:
+        if len(cart.items) >= MAX_LINES:
+            raise CartFull(f"item: a cart holds at most {MAX_LINES} different products")
         cart.items.add(product_id=item.product_id, quantity=item.quantity)
     return cart.SerializeToString()
 
@@ -161,6 +191,8 @@ class RedisStore:
     def _record(self, data: bytes) -> dict[str, bytes]:
         return {"absexp": NO_EXPIRY, "sldexp": NO_EXPIRY, "data": data}
 
+    ttl = CART_TTL_SECONDS
+
     async def add_item(self, user_id: str, item: pb.CartItem) -> None:
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -171,6 +203,7 @@ class RedisStore:
                         updated = merge_item(stored, user_id, item)
                         pipe.multi()
                         pipe.hset(user_id, mapping=self._record(updated))
+                        pipe.expire(user_id, self.ttl)
                         await pipe.execute()
                         return
                     except WatchError:
@@ -183,7 +216,10 @@ class RedisStore:
 
     async def empty(self, user_id: str) -> None:
         try:
-            await self.redis.hset(user_id, mapping=self._record(pb.Cart().SerializeToString()))
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(user_id, mapping=self._record(pb.Cart().SerializeToString()))
+                pipe.expire(user_id, self.ttl)
+                await pipe.execute()
         except RedisError as exc:
             raise StorageError(str(exc) or type(exc).__name__) from None
 
@@ -210,14 +246,18 @@ def _storage_message(exc: StorageError) -> str:
 
 
 class CartService(rpc.CartServiceServicer):
-    def __init__(self, store: CartStore, log) -> None:
+    def __init__(self, store: CartStore, log, products: frozenset[str] | None = None) -> None:
         self.store = store
         self.log = log
+        self.products = known_product_ids() if products is None else products
 
     async def _user_id(self, user_id: str, context: grpc.aio.ServicerContext) -> None:
         # Deliberate: the original accepts an empty user_id and keys a cart on "".
         if not user_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id: must not be empty")
+        if len(user_id) > MAX_USER_ID:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"user_id: at most {MAX_USER_ID} characters, got {len(user_id)}")
 
     async def AddItem(self, request: pb.AddItemRequest, context: grpc.aio.ServicerContext):
         await self._user_id(request.user_id, context)
@@ -230,8 +270,13 @@ class CartService(rpc.CartServiceServicer):
         if item.quantity < 1:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"item.quantity: must be at least 1, got {item.quantity}")
+        if item.product_id not in self.products:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"item.product_id: {item.product_id[:64]!r} is not a product of the catalog")
         try:
             await self.store.add_item(request.user_id, item)
+        except CartFull as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except QuantityOverflow as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except StorageError as exc:

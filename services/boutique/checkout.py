@@ -37,6 +37,13 @@ Deliberate differences from the original:
   * cost x quantity is computed in closed form (money.multiply) with exactly MultiplySlow's
     result, so a large quantity cannot stall the service; an invalid Money or a currency
     mismatch from a callee is INTERNAL (the original panics).
+  * An email that is not an address with a dotted domain is INVALID_ARGUMENT (the frontend's rule).
+  * Idempotency (the wire contract is unchanged): PlaceOrder with the gRPC metadata
+    `idempotency-key` (the frontend's checkout-form token) answers a repeat within
+    IDEMPOTENCY_WINDOW with the order already placed, a concurrent repeat waits for the first,
+    and the key goes on to payment's Charge, which never charges one key twice. After a
+    checkout crash between Charge and its reply, the retried form reaches payment with the
+    same key and gets the first transaction back: the order completes, charged once.
   * Every callee call carries the remaining deadline of the incoming PlaceOrder (and the
     callee's catalog timeout, whichever is shorter); the original propagates none.
 """
@@ -44,13 +51,16 @@ Deliberate differences from the original:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import time
 import uuid
 
 import grpc
 
 from boutique import money
+from boutique.frontend.validation import valid_email
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime import logs
@@ -58,6 +68,10 @@ from boutique.runtime.server import ServiceContext, ServiceDefinition
 
 LINE_CONCURRENCY = 16
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+IDEMPOTENCY_METADATA = "idempotency-key"  # from the frontend's checkout form; passed on to payment
+IDEMPOTENCY_WINDOW = 600.0  # seconds a placed order is answered again for its key
+MAX_KEY = 200
+MAX_ORDERS_KEPT = 10_000
 
 # grpc-go's codes.Code.String(), used to render `rpc error: code = X desc = Y` like the original.
 GO_CODE_NAMES = {
@@ -107,9 +121,43 @@ def _remaining(context: grpc.aio.ServicerContext) -> float | None:
     return None if left is None else max(left, 0.0)
 
 
+class PlacedOrders:
+    """Orders by idempotency key: placed ones for IDEMPOTENCY_WINDOW seconds (answered again
+    as they were), and the one in flight (a concurrent repeat waits for it)."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, tuple[float, pb.OrderResult]] = {}
+        self.running: dict[str, asyncio.Future[pb.OrderResult]] = {}
+
+    def placed(self, key: str) -> pb.OrderResult | None:
+        found = self.done.get(key)
+        if found is None:
+            return None
+        if found[0] < time.monotonic():
+            del self.done[key]
+            return None
+        return found[1]
+
+    def remember(self, key: str, order: pb.OrderResult) -> None:
+        now = time.monotonic()
+        if len(self.done) >= MAX_ORDERS_KEPT:
+            self.done = {k: v for k, v in self.done.items() if v[0] >= now}
+            while len(self.done) >= MAX_ORDERS_KEPT:
+                del self.done[next(iter(self.done))]
+        self.done[key] = (now + IDEMPOTENCY_WINDOW, order)
+
+
+def _key(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == IDEMPOTENCY_METADATA:
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return ""
+
+
 class CheckoutService(rpc.CheckoutServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.log = ctx.log
+        self.orders = PlacedOrders()
         self.catalog = ctx.stub("productcatalogservice", rpc.ProductCatalogServiceStub)
         self.shipping = ctx.stub("shippingservice", rpc.ShippingServiceStub)
         self.payment = ctx.stub("paymentservice", rpc.PaymentServiceStub)
@@ -119,14 +167,41 @@ class CheckoutService(rpc.CheckoutServiceServicer):
 
     async def PlaceOrder(self, request: pb.PlaceOrderRequest, context: grpc.aio.ServicerContext):
         problem = self._validate(request)
+        key = _key(context)
+        if not problem and len(key) > MAX_KEY:
+            problem = f"{IDEMPOTENCY_METADATA} (metadata): longer than {MAX_KEY} characters"
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if key:
+            placed = self.orders.placed(key)
+            if placed is None and key in self.orders.running:  # the same form, submitted again meanwhile
+                with contextlib.suppress(StepFailed):
+                    placed = await asyncio.shield(self.orders.running[key])
+            if placed is not None:
+                self.log.info("order repeated: answered with the order already placed",
+                              extra=logs.fields(order_id=placed.order_id, idempotency_key=key))
+                return pb.PlaceOrderResponse(order=placed)
+        running: asyncio.Future[pb.OrderResult] = asyncio.get_running_loop().create_future()
+        if key:
+            self.orders.running[key] = running
         try:
-            order = await self._place_order(request, context)
+            order = await self._place_order(request, context, key)
         except StepFailed as exc:
+            running.set_exception(exc)
+            running.exception()  # retrieved: a failed attempt with no waiter logs nothing
             self.log.warning("order failed: %s", exc.message,
                              extra=logs.fields(user_id=request.user_id, status=exc.code.name))
             await context.abort(exc.code, exc.message)
+        except BaseException as exc:
+            running.set_exception(StepFailed(grpc.StatusCode.ABORTED, f"the first attempt ended: {exc!s}"[:200]))
+            running.exception()
+            raise
+        finally:
+            if key and self.orders.running.get(key) is running:
+                del self.orders.running[key]
+        running.set_result(order)
+        if key:
+            self.orders.remember(key, order)
         return pb.PlaceOrderResponse(order=order)
 
     @staticmethod
@@ -139,11 +214,14 @@ class CheckoutService(rpc.CheckoutServiceServicer):
             return "address: is missing"
         if not request.email:
             return "email: must not be empty"
+        if not valid_email(request.email):
+            return f"email: {request.email[:64]!r} is not an e-mail address with a dotted domain"
         if not request.HasField("credit_card"):
             return "credit_card: is missing"
         return ""
 
-    async def _place_order(self, request: pb.PlaceOrderRequest, context: grpc.aio.ServicerContext) -> pb.OrderResult:
+    async def _place_order(self, request: pb.PlaceOrderRequest, context: grpc.aio.ServicerContext,
+                           key: str = "") -> pb.OrderResult:
         order_id = str(uuid.uuid1())
         currency = request.user_currency
 
@@ -184,7 +262,8 @@ class CheckoutService(rpc.CheckoutServiceServicer):
 
         try:
             charged = await self.payment.Charge(pb.ChargeRequest(amount=total, credit_card=request.credit_card),
-                                                timeout=_remaining(context))
+                                                timeout=_remaining(context),
+                                                metadata=((IDEMPOTENCY_METADATA, key),) if key else None)
         except grpc.aio.AioRpcError as exc:
             # The original payment refuses cards with status 400, which the Go checkout prints
             # as Code(400); ours uses INVALID_ARGUMENT: keep the text users see identical.
@@ -192,7 +271,7 @@ class CheckoutService(rpc.CheckoutServiceServicer):
             raise StepFailed(grpc.StatusCode.INTERNAL,
                              f"failed to charge card: could not charge the card: {rpc_error(exc, code_name)}") from None
         self.log.info("payment went through", extra=logs.fields(
-            order_id=order_id, transaction_id=charged.transaction_id,
+            order_id=order_id, transaction_id=charged.transaction_id, idempotency_key=key or None,
             amount=f"{total.units}.{abs(total.nanos):09d} {total.currency_code}"))
 
         try:

@@ -4,8 +4,10 @@ Convert reproduces the original's IEEE-754 double arithmetic bit for bit
 (contract section 2.3): JS remainder (math.fmod), floor, and JS Math.round
 (floor(x + 0.5)), not Python's banker's round.
 
-Deliberate difference from the original: an unknown currency code or a missing
-`from` is INVALID_ARGUMENT naming the problem (the original returns 0 or UNKNOWN).
+Deliberate differences from the original: an unknown currency code, a missing `from`,
+an invalid Money (nanos outside +-999999999, units and nanos of different signs) and a
+result that does not fit int64 are INVALID_ARGUMENT naming the field (the original
+returns 0, garbage or UNKNOWN).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from importlib import resources
 
 import grpc
 
+from boutique import money
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.server import ServiceDefinition
@@ -57,8 +60,19 @@ class CurrencyService(rpc.CurrencyServiceServicer):
         for field, code in (("from.currency_code", source.currency_code), ("to_code", request.to_code)):
             if code not in self.rates:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"{field}: unsupported currency code {code!r}")
+                                    f"{field}: unsupported currency code {code[:16]!r}")
+        if not -money.NANOS_MAX <= source.nanos <= money.NANOS_MAX:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"from.nanos: must be between -999999999 and 999999999, got {source.nanos}")
+        if not money.is_valid(source):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "from: units and nanos must have the same sign, got "
+                                f"units={source.units} nanos={source.nanos}")
         units, nanos = convert(self.rates, source.units, source.nanos, source.currency_code, request.to_code)
+        if not money.INT64_MIN <= units <= money.INT64_MAX:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"from.units: {source.units} {source.currency_code} in {request.to_code} "
+                                "does not fit a 64-bit amount")
         return pb.Money(currency_code=request.to_code, units=units, nanos=nanos)
 
 

@@ -32,6 +32,8 @@ from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.config import ConfigError
 from boutique.runtime.server import ServiceContext, ServiceDefinition
 
+MAX_ECHOED_ID = 64
+
 # Go's time.ParseDuration units, in seconds.
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _COMPONENT = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
@@ -94,7 +96,10 @@ class ProductCatalogService(rpc.ProductCatalogServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "id: a product ID is required")
         product = self._by_id.get(request.id)
         if product is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no product with ID {request.id}")
+            # The id is echoed only up to MAX_ECHOED_ID characters: a 16 KB id would not fit
+            # gRPC's metadata limit and the caller would see INTERNAL instead of NOT_FOUND.
+            shown = request.id if len(request.id) <= MAX_ECHOED_ID else f"{request.id[:MAX_ECHOED_ID]}..."
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no product with ID {shown}")
         return product
 
     async def SearchProducts(self, request: pb.SearchProductsRequest, context: grpc.aio.ServicerContext):

@@ -9,7 +9,8 @@ ShipOrder returns a tracking id built from the salt
 with L1, L2 random capitals from A..Y (Z never occurs, as in the original) and
 D random digits; len() counts UTF-8 bytes, like Go's len(string).
 
-Deliberate difference: ShipOrder without an address is INVALID_ARGUMENT (the
+Deliberate differences: a GetQuote line with a quantity below 1 is INVALID_ARGUMENT
+naming it (the original quotes $0.00 for [1, -1]); ShipOrder without an address is INVALID_ARGUMENT (the
 original dereferences nil and panics). The runtime registers server
 reflection for every service, which covers the original's reflection here.
 """
@@ -55,6 +56,12 @@ class ShippingService(rpc.ShippingServiceServicer):
         self.log = ctx.log
 
     async def GetQuote(self, request: pb.GetQuoteRequest, context: grpc.aio.ServicerContext):
+        # Deliberate: the original sums any quantities, so [1, -1] ships for $0.00. No items at
+        # all (an empty cart) is still $0.00; a line with a quantity below 1 is refused.
+        for i, item in enumerate(request.items):
+            if item.quantity < 1:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"items[{i}].quantity: must be at least 1, got {item.quantity}")
         return pb.GetQuoteResponse(cost_usd=quote(list(request.items)))
 
     async def ShipOrder(self, request: pb.ShipOrderRequest, context: grpc.aio.ServicerContext):

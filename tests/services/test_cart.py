@@ -10,11 +10,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from boutique.cart import DEFINITION, RedisStore, store_from_env
+from boutique.cart import CART_TTL_SECONDS, DEFINITION, RedisStore, store_from_env
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.config import ConfigError
 from boutique.runtime.server import BackgroundService
+
+PRODUCTS = ("OLJCESPC7Z", "66VCHSJNUP", "1YMWWN1N4O")
 
 
 class Cart:
@@ -97,7 +99,14 @@ def test_empty_cart_keeps_an_empty_cart_and_later_adds_have_no_user_id(cart: Car
      "item.quantity"),
     (lambda s: s.AddItem(pb.AddItemRequest(user_id="u", item=pb.CartItem(product_id="X", quantity=-3)), timeout=5),
      "item.quantity"),
-], ids=["add-no-user", "get-no-user", "empty-no-user", "no-item", "no-product", "zero-qty", "negative-qty"])
+    (lambda s: s.AddItem(pb.AddItemRequest(user_id="u", item=pb.CartItem(product_id="NOSUCHID", quantity=1)),
+                         timeout=5), "item.product_id"),
+    (lambda s: s.AddItem(pb.AddItemRequest(user_id="u" * 1_000_000, item=pb.CartItem(product_id="OLJCESPC7Z",
+                                                                                    quantity=1)), timeout=5),
+     "user_id"),
+    (lambda s: s.GetCart(pb.GetCartRequest(user_id="u" * 129), timeout=5), "user_id"),
+], ids=["add-no-user", "get-no-user", "empty-no-user", "no-item", "no-product", "zero-qty", "negative-qty",
+        "unknown-product", "megabyte-user-id", "long-user-id"])
 def test_invalid_requests_are_invalid_argument_naming_the_field(cart: Cart, call, field: str) -> None:
     with pytest.raises(grpc.RpcError) as err:
         call(cart.stub)
@@ -108,15 +117,18 @@ def test_invalid_requests_are_invalid_argument_naming_the_field(cart: Cart, call
         assert cart.redis.keys("*") == []
 
 
-def test_quantity_beyond_int32_is_refused_and_the_cart_kept(cart: Cart) -> None:
-    cart.add("dave", "9SIQT8TOJO", 2**31 - 2)
+def test_quantity_beyond_the_cap_is_refused_and_the_cart_kept(cart: Cart) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        cart.add("dave", "9SIQT8TOJO", 2**31 - 2)
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "item.quantity" in err.value.details() and "1000" in err.value.details()
+    cart.add("dave", "9SIQT8TOJO", 999)
     with pytest.raises(grpc.RpcError) as err:
         cart.add("dave", "9SIQT8TOJO", 2)
-    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert "item.quantity" in err.value.details()
-    assert items(cart.get("dave")) == [("9SIQT8TOJO", 2**31 - 2)]
-    cart.add("dave", "9SIQT8TOJO", 1)  # exactly int32 max is fine
-    assert items(cart.get("dave")) == [("9SIQT8TOJO", 2**31 - 1)]
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert items(cart.get("dave")) == [("9SIQT8TOJO", 999)]
+    cart.add("dave", "9SIQT8TOJO", 1)  # exactly the cap is fine
+    assert items(cart.get("dave")) == [("9SIQT8TOJO", 1000)]
 
 
 def test_concurrent_adds_for_one_user_lose_nothing(cart: Cart) -> None:
@@ -159,7 +171,7 @@ def test_redis_layout_is_the_originals(redis_cart: Cart) -> None:
     r = redis_cart.redis
     assert r.keys("*") == [b"frank"]  # the user id itself, no prefix
     assert r.type("frank") == b"hash"
-    assert r.ttl("frank") == -1  # no expiry
+    assert 0 < r.ttl("frank") <= CART_TTL_SECONDS  # unlike the original: abandoned carts expire
     stored = r.hgetall("frank")
     assert set(stored) == {b"absexp", b"sldexp", b"data"}
     assert stored[b"absexp"] == b"-1" and stored[b"sldexp"] == b"-1"
@@ -169,7 +181,7 @@ def test_redis_layout_is_the_originals(redis_cart: Cart) -> None:
     redis_cart.empty("frank")
     stored = r.hgetall("frank")
     assert stored == {b"absexp": b"-1", b"sldexp": b"-1", b"data": b""}  # key kept, zero bytes of cart
-    assert r.ttl("frank") == -1
+    assert 0 < r.ttl("frank") <= CART_TTL_SECONDS
 
 
 def test_reads_and_extends_a_cart_written_by_the_original(redis_cart: Cart) -> None:
@@ -207,7 +219,7 @@ def test_corrupt_or_foreign_values_are_failed_precondition(redis_cart: Cart) -> 
     r.hset("judy", mapping={"absexp": "-1", "sldexp": "-1", "data": b"\xff\xff\xff not a protobuf"})
     r.set("kate", "a plain string, not a hash")
     for user in ("judy", "kate"):
-        for call in (lambda u: redis_cart.get(u), lambda u: redis_cart.add(u, "X", 1)):
+        for call in (lambda u: redis_cart.get(u), lambda u: redis_cart.add(u, "OLJCESPC7Z", 1)):
             with pytest.raises(grpc.RpcError) as err:
                 call(user)
             assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
@@ -221,7 +233,7 @@ def test_redis_down_is_failed_precondition_and_recovers(redis_server, unused_por
         c = Cart(svc)
         health = health_pb2_grpc.HealthStub(c.channel)
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
-        for call in (lambda: c.get("liam"), lambda: c.add("liam", "X", 1), lambda: c.empty("liam")):
+        for call in (lambda: c.get("liam"), lambda: c.add("liam", "OLJCESPC7Z", 1), lambda: c.empty("liam")):
             with pytest.raises(grpc.RpcError) as err:
                 call()
             assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
@@ -259,10 +271,24 @@ def test_concurrent_adds_from_many_threads(cart: Cart) -> None:
         with grpc.insecure_channel(cart.svc.address) as ch:
             stub = rpc.CartServiceStub(ch)
             for _ in range(10):
-                stub.AddItem(pb.AddItemRequest(user_id="mia", item=pb.CartItem(product_id=f"P{n % 3}", quantity=1)),
+                product = PRODUCTS[n % 3]
+                stub.AddItem(pb.AddItemRequest(user_id="mia", item=pb.CartItem(product_id=product, quantity=1)),
                              timeout=30)
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(worker, range(8)))
     got = dict(items(cart.get("mia")))
-    assert got == {"P0": 30, "P1": 30, "P2": 20}
+    assert got == {PRODUCTS[0]: 30, PRODUCTS[1]: 30, PRODUCTS[2]: 20}
+
+
+def test_a_cart_holds_at_most_fifty_products_so_it_stays_small_and_readable() -> None:
+    """Regression (issue 15): carts had no bound, and one over 4 MB could no longer be read."""
+    from boutique.cart import MAX_LINES, CartFull, merge_item
+
+    stored = None
+    for i in range(MAX_LINES):
+        stored = merge_item(stored, "u", pb.CartItem(product_id=f"P{i:03d}", quantity=1000))
+    assert len(pb.Cart.FromString(stored).items) == MAX_LINES
+    assert len(stored) < 4096  # far below gRPC's 4 MB message limit
+    with pytest.raises(CartFull, match="at most 50 different products"):
+        merge_item(stored, "u", pb.CartItem(product_id="P999", quantity=1))

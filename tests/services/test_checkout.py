@@ -278,7 +278,9 @@ def test_empty_cart_succeeds_with_total_zero(shop: Shop, user: str) -> None:
     assert shop.calls("emailservice", "SendOrderConfirmation") == 1
 
 
-def test_a_huge_quantity_is_priced_without_stalling(shop: Shop, user: str) -> None:
+def test_a_huge_quantity_is_priced_without_stalling(shop: Shop, user: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # our cart caps a line at 1000, the original's does not: lift the cap (the cart runs in this process)
+    monkeypatch.setattr("boutique.cart.MAX_LINE_QUANTITY", 2**31 - 1)
     shop.fill_cart(user, [("9SIQT8TOJO", 2_000_000_000)])  # 5.49 USD each
     # a per-unit loop (2e9 additions) would run into the call's deadline: DEADLINE_EXCEEDED
     shop.recorded.PlaceOrder(order_request(user, "USD"), timeout=30)

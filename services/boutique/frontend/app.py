@@ -31,14 +31,14 @@ import jinja2
 from prometheus_client import Counter, Histogram
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request, cookie_parser
+from starlette.requests import ClientDisconnect, Request, cookie_parser
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from boutique import money
 from boutique.catalog import Catalog
-from boutique.frontend import validation
+from boutique.frontend import protect, validation
 from boutique.frontend.backend import Backend, BackendError, FrontendClients
 from boutique.frontend.config import SHARED_SESSION_ID, FrontendConfig
 from boutique.money import MoneyError
@@ -52,6 +52,8 @@ COOKIE_MAX_AGE = 172800  # 48 h, as the original
 DEFAULT_CURRENCY = "USD"
 WHITELISTED_CURRENCIES = frozenset({"USD", "EUR", "CAD", "JPY", "GBP", "TRY"})
 MAX_RECOMMENDATIONS = 4
+MAX_PRODUCT_ID = 64  # longer ids are 404 without asking the catalog (ours are 10 characters)
+ORDER_TOKEN_METADATA = "idempotency-key"  # the checkout form's token, sent to checkout as gRPC metadata
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 PLATFORM_NAMES = {"local": "local", "gcp": "Google Cloud", "aws": "AWS", "azure": "Azure",
                   "onprem": "on-premises", "alibaba": "Alibaba Cloud"}
@@ -83,6 +85,7 @@ class Visit:
     session_id: str
     request_id: str
     cookies: dict[str, str]
+    secure: bool = False  # came over HTTPS (here or at the gateway): cookies get Secure
 
 
 # --- middleware: sessions, request ids, metrics, access log --------------------------------------
@@ -96,6 +99,7 @@ class ShopMiddleware:
         cfg = shared.cfg
         self.cookie_path = cfg.base_url or "/"
         self.log_mode = cfg.service.access_log
+        _, self.body_timeout = protect.timeouts(os.environ)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -107,11 +111,14 @@ class ShopMiddleware:
             if name == b"cookie":
                 cookies.update(cookie_parser(value.decode("latin-1")))
         session = cookies.get(SESSION_COOKIE, "")
+        if session and not protect.valid_session(session):
+            session = ""  # not an id we mint: a client cannot pick a huge or odd cart key
         minted = ""
         if not session:
             session = minted = SHARED_SESSION_ID if self.shared.cfg.single_shared_session else str(uuid.uuid4())
         request_id = str(uuid.uuid4())
-        scope["boutique.visit"] = Visit(session, request_id, cookies)
+        secure = protect.is_https(scope)
+        scope["boutique.visit"] = Visit(session, request_id, cookies, secure)
         token = logs.request_id.set(request_id)
         status = 500
         sent = 0
@@ -120,16 +127,26 @@ class ShopMiddleware:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.extend(protect.SECURITY_HEADERS)
                 if minted:
-                    headers = list(message.get("headers", []))
-                    headers.append((b"set-cookie", cookie_header(SESSION_COOKIE, minted, self.cookie_path)))
-                    message["headers"] = headers
+                    headers.append((b"set-cookie", cookie_header(SESSION_COOKIE, minted, self.cookie_path,
+                                                                 secure=secure)))
+                message["headers"] = headers
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            problem = protect.cross_site_problem(scope)
+            if problem:
+                await protect.refuse(send_wrapper, 403, problem, request_id)
+                return
+            problem = protect.body_problem(scope)
+            if problem:
+                await protect.refuse(send_wrapper, 413, problem, request_id)
+                return
+            await self.app(scope, protect.LimitedReceive(receive, self.body_timeout), send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
@@ -144,9 +161,10 @@ class ShopMiddleware:
             logs.request_id.reset(token)
 
 
-def cookie_header(name: str, value: str, path: str, max_age: int = COOKIE_MAX_AGE) -> bytes:
+def cookie_header(name: str, value: str, path: str, max_age: int = COOKIE_MAX_AGE, *, secure: bool = False) -> bytes:
     # Better than the original (no Path there): a cookie minted on /product/X must reach /cart.
-    return f"{name}={value}; Max-Age={max_age}; Path={path}; HttpOnly; SameSite=Lax".encode("latin-1")
+    flags = "; Secure" if secure else ""
+    return f"{name}={value}; Max-Age={max_age}; Path={path}; HttpOnly; SameSite=Lax{flags}".encode("latin-1")
 
 
 # --- pages -------------------------------------------------------------------------------------
@@ -190,10 +208,11 @@ class Pages:
                            message=message, detail=detail, errors=errors or {})
 
     def backend_error(self, request: Request, exc: BackendError) -> Response:
-        log.error("backend call failed: %s", exc, extra=logs.fields(call=exc.what, status=exc.code.name))
+        # The log keeps the details (addresses, callee messages); the page shows only the request id.
+        log.error("backend call failed: %s", exc, extra=logs.fields(call=exc.what, status=exc.code.name,
+                                                                    detail=exc.detail))
         return self.error(request, 500, "Something went wrong",
-                          "One of the shop's services could not answer. Please try again in a moment.",
-                          detail=f"{exc.what}: {exc.code.name} {exc.detail}".strip())
+                          "One of the shop's services could not answer. Please try again in a moment.")
 
     def not_found(self, request: Request, what: str) -> Response:
         return self.error(request, 404, "Not found", what)
@@ -237,7 +256,7 @@ class Pages:
         try:
             supported, (products, prices), items, ads = await be.all(
                 be.supported_currencies(), self.priced(be.list_products(), cur),
-                be.cart_items(visit.session_id), be.ads_for([]))
+                self._cart_count_items(visit.session_id), be.ads_for([]))
             if prices is None or cur not in supported:  # a cookie we cannot price in: show dollars
                 cur = DEFAULT_CURRENCY
                 products, prices = await self.priced(_ready(products), cur)
@@ -245,12 +264,23 @@ class Pages:
             return self.backend_error(request, exc)
         priced_products = list(zip(products, prices or [], strict=True))
         return self.render(request, "home", currencies=self.shown_currencies(supported), user_currency=cur,
-                           cart_size=sum(i.quantity for i in items), products=priced_products,
+                           cart_size=_count(items), products=priced_products,
                            ad=random.choice(ads) if ads else None)
+
+    async def _cart_count_items(self, session_id: str) -> list[pb.CartItem] | None:
+        """The cart's lines for a page that only shows the cart count: None when the cart
+        cannot be read (Redis down, say), and the page shows no count instead of failing."""
+        try:
+            return await self.be.cart_items(session_id)
+        except BackendError as exc:
+            log.warning("cart count unavailable: %s", exc, extra=logs.fields(call=exc.what, status=exc.code.name))
+            return None
 
     async def product(self, request: Request) -> Response:
         be, visit, cur = self.be, request.scope["boutique.visit"], self.user_currency(request)
         product_id = request.path_params["id"]
+        if len(product_id) > MAX_PRODUCT_ID or protect.has_control(product_id):
+            return self.not_found(request, f"We have no product with the id {product_id[:MAX_PRODUCT_ID]!r}.")
 
         async def product_and_extras() -> tuple[pb.Product, list | None, list[pb.Ad]]:
             p = await be.get_product(product_id)
@@ -259,7 +289,7 @@ class Pages:
 
         try:
             (product, prices, ads), supported, items, recommended = await be.all(
-                product_and_extras(), be.supported_currencies(), be.cart_items(visit.session_id),
+                product_and_extras(), be.supported_currencies(), self._cart_count_items(visit.session_id),
                 self._recommended(be.recommendations_for(visit.session_id, [product_id])))
             if prices is None or cur not in supported:
                 cur = DEFAULT_CURRENCY
@@ -267,10 +297,10 @@ class Pages:
         except BackendError as exc:
             if exc.code is grpc.StatusCode.NOT_FOUND and exc.what.endswith("GetProduct"):
                 # Better than the original (a 500 there): an unknown product is a 404 page.
-                return self.not_found(request, f"We have no product with the id {product_id!r}.")
+                return self.not_found(request, f"We have no product with the id {product_id[:MAX_PRODUCT_ID]!r}.")
             return self.backend_error(request, exc)
         return self.render(request, "product", currencies=self.shown_currencies(supported), user_currency=cur,
-                           cart_size=sum(i.quantity for i in items), product=product, price=(prices or [None])[0],
+                           cart_size=_count(items), product=product, price=(prices or [None])[0],
                            quantities=validation.QUANTITIES, recommendations=recommended,
                            ad=random.choice(ads) if ads else None)
 
@@ -281,12 +311,17 @@ class Pages:
         except validation.ValidationFailed as exc:
             return self.invalid(request, exc)
         visit: Visit = request.scope["boutique.visit"]
+        if len(item.product_id) > MAX_PRODUCT_ID:
+            return self.not_found(request, f"We have no product with the id {item.product_id[:MAX_PRODUCT_ID]!r}.")
         try:
             product = await self.be.get_product(item.product_id)
             await self.be.add_item(visit.session_id, product.id, item.quantity)
         except BackendError as exc:
             if exc.code is grpc.StatusCode.NOT_FOUND and exc.what.endswith("GetProduct"):
                 return self.not_found(request, f"We have no product with the id {item.product_id!r}.")
+            if exc.code is grpc.StatusCode.RESOURCE_EXHAUSTED and exc.what.endswith("AddItem"):
+                log.info("cart full: %s", exc.detail)
+                return self.error(request, 409, "Your cart is full", exc.detail.partition(": ")[2] or exc.detail)
             return self.backend_error(request, exc)
         return RedirectResponse(f"{self.base}/cart", status_code=302)
 
@@ -332,10 +367,12 @@ class Pages:
         except BackendError as exc:
             return self.backend_error(request, exc)
         except MoneyError as exc:
-            return self.error(request, 500, "Something went wrong", "The cart's prices do not add up.", str(exc))
+            log.error("cart prices do not add up: %s", exc)
+            return self.error(request, 500, "Something went wrong", "The cart's prices do not add up.")
         year = time.gmtime().tm_year
         return self.render(request, "cart", currencies=self.shown_currencies(supported), user_currency=cur,
                            cart_size=sum(i.quantity for i in items), rows=rows, shipping=ship, total=total,
+                           order_token=str(uuid.uuid4()),
                            recommendations=recommended, years=list(range(year, year + 5)), default_year=year + 1)
 
     async def empty_cart(self, request: Request) -> Response:
@@ -364,18 +401,28 @@ class Pages:
                     credit_card_number=order.credit_card_number, credit_card_cvv=order.credit_card_cvv,
                     credit_card_expiration_year=order.credit_card_expiration_year,
                     credit_card_expiration_month=order.credit_card_expiration_month))
-            result = await be.place_order(req)
+            result = await be.place_order(req, order.order_token)
         except BackendError as exc:
-            log.error("order failed: %s", exc, extra=logs.fields(call=exc.what, status=exc.code.name))
+            refusal = card_refusal(exc.detail)
+            if refusal:  # the card was refused: the user's to fix, and safe to tell
+                log.info("card refused: %s", refusal, extra=logs.fields(call=exc.what, status=exc.code.name))
+                return self.error(request, 422, "Your card was refused", refusal)
+            if exc.code is grpc.StatusCode.ALREADY_EXISTS:  # the form's token was used for another order
+                log.info("order token reused: %s", exc.detail)
+                return self.error(request, 409, "This order form was already used",
+                                  "Please open your cart again and place the order from there.")
+            log.error("order failed: %s", exc, extra=logs.fields(call=exc.what, status=exc.code.name,
+                                                                 detail=exc.detail))
             return self.error(request, 500, "Your order could not be completed",
-                              "Nothing was placed. Please check your details and try again.",
-                              detail=f"failed to complete the order: {exc.detail or exc.code.name}")
+                              "Your order could not be completed. Please try again in a moment; "
+                              "submitting the same form again never charges your card twice.")
         try:
             total = money.add(money.zero(result.shipping_cost.currency_code or cur), result.shipping_cost)
             for oi in result.items:
                 total = money.add(total, money.multiply(oi.cost, oi.item.quantity))
         except MoneyError as exc:
-            return self.error(request, 500, "Something went wrong", "The order's prices do not add up.", str(exc))
+            log.error("order prices do not add up: %s", exc)
+            return self.error(request, 500, "Something went wrong", "The order's prices do not add up.")
         names = await be.all(self._recommended(be.recommendations_for(visit.session_id, [])),
                              *(be.get_product_optional(oi.item.product_id) for oi in result.items))
         recommended, products = names[0], names[1:]
@@ -392,7 +439,8 @@ class Pages:
         except validation.ValidationFailed as exc:
             return self.invalid(request, exc)
         response = RedirectResponse(self._back(request), status_code=302)
-        response.raw_headers.append((b"set-cookie", cookie_header(CURRENCY_COOKIE, code, self.base or "/")))
+        response.raw_headers.append((b"set-cookie", cookie_header(CURRENCY_COOKIE, code, self.base or "/",
+                                                                  secure=request.scope["boutique.visit"].secure)))
         return response
 
     def _back(self, request: Request) -> str:
@@ -417,13 +465,17 @@ class Pages:
 
     async def product_meta(self, request: Request) -> Response:
         product_id = request.path_params["id"]
+        if len(product_id) > MAX_PRODUCT_ID or protect.has_control(product_id):
+            return Response(b"", status_code=404, media_type="text/plain; charset=utf-8")
         try:
             p = await self.be.get_product(product_id)
         except BackendError as exc:
-            # The original answers 200 with an empty body on any error; an unknown id is a 404 here.
+            # The original answers 200 with an empty body on any error; an unknown id is a 404 here,
+            # a catalog that cannot answer a 503.
             if exc.code is not grpc.StatusCode.NOT_FOUND:
-                log.error("backend call failed: %s", exc, extra=logs.fields(call=exc.what, status=exc.code.name))
-            return Response(b"", status_code=404 if exc.code is grpc.StatusCode.NOT_FOUND else 200,
+                log.error("backend call failed: %s", exc, extra=logs.fields(call=exc.what, status=exc.code.name,
+                                                                            detail=exc.detail))
+            return Response(b"", status_code=404 if exc.code is grpc.StatusCode.NOT_FOUND else 503,
                             media_type="text/plain; charset=utf-8")
         return Response(product_json(p), media_type="text/plain; charset=utf-8")
 
@@ -480,9 +532,31 @@ class _Once:
         return await asyncio.shield(self.task)
 
 
+def _count(items: list[pb.CartItem] | None) -> int | None:
+    return None if items is None else sum(i.quantity for i in items)
+
+
+def card_refusal(detail: str) -> str:
+    """The payment service's refusal text inside a checkout error ("" when it is not one)."""
+    marker = "could not charge the card: rpc error: code = Code(400) desc = "
+    _, found, reason = detail.partition(marker)
+    return reason.strip() if found else ""
+
+
 async def _form(request: Request) -> dict[str, str]:
-    form = await request.form()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    """The form's text fields; a malformed or oversized form is a 400/413 ClientError, a field
+    with control characters a 422 naming the field."""
+    try:
+        form = await request.form(max_files=0, max_fields=protect.MAX_FORM_FIELDS,
+                                  max_part_size=protect.MAX_BODY_BYTES)
+    except HTTPException as exc:  # Starlette's 400 for a malformed multipart body or too many parts
+        raise protect.ClientError(exc.status_code, f"the form could not be read: {exc.detail}") from None
+    out = {k: v for k, v in form.items() if isinstance(v, str)}
+    bad = {k[:40]: "must not contain control characters" for k, v in out.items()
+           if protect.has_control(k) or protect.has_control(v)}
+    if bad:
+        raise validation.ValidationFailed(bad)
+    return out
 
 
 # --- application -------------------------------------------------------------------------------
@@ -530,6 +604,14 @@ def create_app(cfg: FrontendConfig, catalog: Catalog, env: dict[str, str] | None
         async def endpoint(request: Request) -> Response:
             try:
                 return await handler(request)
+            except protect.ClientError as exc:
+                log.info("refused a request: %s", exc.message, extra=logs.fields(status=exc.status))
+                return pages.error(request, exc.status, HTTPStatus(exc.status).phrase, exc.message)
+            except validation.ValidationFailed as exc:
+                return pages.invalid(request, exc)
+            except ClientDisconnect:
+                log.info("client disconnected before sending the whole request on %s", request.url.path)
+                return Response(b"", status_code=400)
             except Exception:
                 log.exception("unhandled error on %s", request.url.path)
                 return pages.error(request, 500, "Something went wrong",

@@ -207,6 +207,10 @@ class Backend:
                                                               timeout=self.ad_timeout))
         return [] if r is None else list(r.ads)
 
-    async def place_order(self, req: pb.PlaceOrderRequest) -> pb.OrderResult:
-        r = await self._required("checkout PlaceOrder", self.checkout.PlaceOrder(req, timeout=self.t_checkout))
+    async def place_order(self, req: pb.PlaceOrderRequest, order_token: str = "") -> pb.OrderResult:
+        """PlaceOrder; `order_token` (the checkout form's) goes along as idempotency-key metadata,
+        so a resubmitted form never charges twice (checkout and payment keep the attempt)."""
+        metadata = (("idempotency-key", f"{req.user_id}/{order_token}"),) if order_token else None
+        r = await self._required("checkout PlaceOrder",
+                                 self.checkout.PlaceOrder(req, timeout=self.t_checkout, metadata=metadata))
         return r.order

@@ -7,6 +7,7 @@ the process exits 0 (uvicorn on its own re-raises the signal and dies by it).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -22,6 +23,7 @@ import uvicorn
 
 from boutique import catalog as catalog_mod
 from boutique.frontend import config as config_mod
+from boutique.frontend import protect
 from boutique.frontend.app import Shared, create_app
 from boutique.runtime import logs, metrics
 from boutique.runtime.config import ConfigError
@@ -29,12 +31,103 @@ from boutique.runtime.config import ConfigError
 log = logging.getLogger("frontend")
 
 
-def _http_impl() -> str:
+def _http_impl(header_timeout: float) -> Any:
     try:
         import httptools  # noqa: F401
     except ImportError:  # pragma: no cover - pinned in requirements
         return "h11"
-    return "httptools"
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GuardedHttpProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol with the two limits it lacks: the request line and
+        headers may be at most protect.MAX_HEADER_BYTES (431), and must be complete within
+        `header_timeout` seconds of the connection or of the previous response (408, closed).
+        A client sending headers slowly or not at all cannot hold a connection for long."""
+
+        _head_bytes = 0  # request line and headers of the request being parsed (parser callbacks)
+        _raw_bytes = 0  # bytes received since the request head began (a cheap early bound)
+        _head_timer: asyncio.TimerHandle | None = None
+        _rejected = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._raw_bytes = 0
+            self._head_timer = self.loop.call_later(header_timeout, self._head_timeout)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            if self.transport.is_closing():
+                return
+            if not self._raw_bytes:  # an idle connection that never started a request: just close
+                self.transport.close()
+                return
+            self._reject(408, f"the request headers did not arrive within {header_timeout:g} seconds")
+
+        def _reject(self, status: int, message: str) -> None:
+            if self._rejected or self.transport.is_closing():
+                return
+            self._rejected = True
+            log.info("refused a request: %s", message, extra=logs.fields(status=status, client=str(self.client)))
+            body = f"{status} {message}\n".encode()
+            phrase = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+            self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                                 % (status, phrase, len(body), body))
+            self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._rejected:
+                return
+            idle = self.cycle is None or self.cycle.response_complete
+            if self._head_timer is None and idle:
+                self._arm()  # a new request head begins: it gets header_timeout to complete
+            if self._head_timer is not None:
+                self._raw_bytes += len(data)
+                if self._raw_bytes > protect.MAX_HEADER_BYTES + protect.MAX_BODY_BYTES:
+                    self._reject(431, f"the request headers are over {protect.MAX_HEADER_BYTES} bytes")
+                    return
+            super().data_received(data)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_bytes = 0
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def _count(self, n: int) -> None:
+            self._head_bytes += n
+            if self._head_bytes > protect.MAX_HEADER_BYTES:
+                self._reject(431, f"the request headers are over {protect.MAX_HEADER_BYTES} bytes")
+                raise ValueError("request head too large")  # stops the parser (httptools reports an error)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._rejected:
+                super().send_400_response(msg)
+
+    return GuardedHttpProtocol
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -96,7 +189,8 @@ def build(env: Mapping[str, str], sock: socket.socket | None = None) -> tuple[Gr
     cfg = config_mod.from_env(env)
     app, shared = create_app(cfg, catalog_mod.default(), dict(env))
     sock = sock or bind(cfg.service.listen_host, cfg.service.port)
-    ucfg = uvicorn.Config(app, http=_http_impl(), loop="asyncio", lifespan="on", log_config=None,
+    header_timeout, _ = protect.timeouts(env)
+    ucfg = uvicorn.Config(app, http=_http_impl(header_timeout), loop="asyncio", lifespan="on", log_config=None,
                           access_log=False, server_header=False, proxy_headers=False,
                           timeout_graceful_shutdown=max(cfg.service.shutdown_grace, 0.1),
                           timeout_keep_alive=30, backlog=2048)

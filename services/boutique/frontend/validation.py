@@ -29,7 +29,8 @@ TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES VND VUV WST XAF XAG XAU XBA 
 XDR XOF XPD XPF XPT XSU XTS XUA XXX YER ZAR ZMW ZWL
 """))
 
-_INT = re.compile(r"^[+-]?\d{1,19}$")  # Go strconv.ParseInt syntax (no spaces, no underscores)
+_INT = re.compile(r"^[+-]?[0-9]{1,19}$")  # Go strconv.ParseInt syntax: ASCII digits only (no fullwidth digits)
+_ORDER_TOKEN = re.compile(r"^[A-Za-z0-9-]{8,64}$")
 _EMAIL = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
@@ -42,6 +43,11 @@ class ValidationFailed(Exception):
     def __init__(self, errors: dict[str, str]) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
         self.errors = errors
+
+
+def valid_email(email: str) -> bool:
+    """The shop's e-mail rule (also checkout's): at most 254 characters, a dotted domain."""
+    return len(email) <= 254 and bool(_EMAIL.match(email))
 
 
 def _int(raw: str | None) -> int | None:
@@ -117,6 +123,7 @@ class Checkout:
     credit_card_expiration_month: int
     credit_card_expiration_year: int
     credit_card_cvv: int
+    order_token: str = ""  # the cart page's one-time token; "" when the form has none (load generator)
 
 
 def checkout(form: dict[str, str]) -> Checkout:
@@ -124,7 +131,7 @@ def checkout(form: dict[str, str]) -> Checkout:
     email = (form.get("email") or "").strip()
     if not email:
         errors["email"] = "an email address is required"
-    elif len(email) > 254 or not _EMAIL.match(email):
+    elif not valid_email(email):
         errors["email"] = "must be an email address with a dotted domain, like someone@example.com"
     street = _text(errors, form, "street_address", 512, "the street address")
     zip_code = _int(form.get("zip_code"))
@@ -152,7 +159,10 @@ def checkout(form: dict[str, str]) -> Checkout:
         errors["credit_card_cvv"] = "a numeric security code (CVV) is required"
     elif not 0 < cvv <= INT32_MAX:
         errors["credit_card_cvv"] = "the security code must be a positive number"
+    token = (form.get("order_token") or "").strip()
+    if token and not _ORDER_TOKEN.match(token):
+        errors["order_token"] = "the order form's token is malformed; please open your cart again"
     if errors:
         raise ValidationFailed(errors)
     return Checkout(email, street, int(zip_code or 0), city, state, country, number.replace(" ", ""),
-                    int(month or 0), int(year or 0), int(cvv or 0))
+                    int(month or 0), int(year or 0), int(cvv or 0), token)

@@ -91,6 +91,44 @@ def handler_wrappers(config: ServiceConfig) -> list[metrics.HandlerWrapper]:
     return [metrics.unary_observer(config.access_log)]
 
 
+class _Undecodable:
+    """What the tolerant deserializer hands the handler when the request bytes do not parse."""
+
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def decode_guard(handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+    """Request bytes that do not decode are INVALID_ARGUMENT naming the message type.
+
+    grpcio turns a deserializer's exception into UNKNOWN with the exception's class in the
+    details; here the deserializer never raises: it returns a marker the handler answers."""
+    deserialize = handler.request_deserializer
+    inner = handler.unary_unary
+    if deserialize is None or inner is None:
+        return handler
+    message_type = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    type_name = getattr(message_type, "full_name", "") or "request message"
+    problem = f"request: the bytes sent are not a valid {type_name}"
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # DecodeError, or anything else a parser raises on garbage
+            return _UNDECODABLE
+
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request is _UNDECODABLE:
+            logging.getLogger("boutique.access").info("%s: undecodable request", full_method)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        return await inner(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        guarded, request_deserializer=tolerant, response_serializer=handler.response_serializer)
+
+
 class _WrappedGenericHandler(grpc.GenericRpcHandler):
     """A generic handler whose unary-unary method handlers come out wrapped (built once per method)."""
 
@@ -121,6 +159,7 @@ class _WrappingRegistrar:
     def wrap(self, handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
         if handler.unary_unary is None:
             return handler
+        handler = decode_guard(handler, full_method)  # innermost: the observer counts INVALID_ARGUMENT
         for wrapper in reversed(self.wrappers):
             handler = wrapper(handler, full_method)
         return handler
