@@ -75,6 +75,7 @@ class Shared:
     catalog: Catalog
     backend: Backend | None = None
     draining: bool = False
+    body_timeout: float = protect.BODY_TIMEOUT
     hostname: str = field(default_factory=lambda: os.uname().nodename)
 
 
@@ -99,7 +100,7 @@ class ShopMiddleware:
         cfg = shared.cfg
         self.cookie_path = cfg.base_url or "/"
         self.log_mode = cfg.service.access_log
-        _, self.body_timeout = protect.timeouts(os.environ)
+        self.body_timeout = shared.body_timeout
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -562,10 +563,10 @@ async def _form(request: Request) -> dict[str, str]:
 # --- application -------------------------------------------------------------------------------
 def create_app(cfg: FrontendConfig, catalog: Catalog, env: dict[str, str] | None = None) -> tuple[Any, Shared]:
     """The ASGI app (ShopMiddleware around Starlette) and its shared state."""
-    shared = Shared(cfg=cfg, catalog=catalog)
+    env_map = dict(os.environ if env is None else env)
+    shared = Shared(cfg=cfg, catalog=catalog, body_timeout=protect.timeouts(env_map)[1])
     pages = Pages(shared)
     base = cfg.base_url
-    env_map = dict(os.environ if env is None else env)
     tracer = tracing.from_env("frontend", env_map)  # None unless tracing is on
 
     @contextlib.asynccontextmanager
@@ -606,7 +607,9 @@ def create_app(cfg: FrontendConfig, catalog: Catalog, env: dict[str, str] | None
                 return await handler(request)
             except protect.ClientError as exc:
                 log.info("refused a request: %s", exc.message, extra=logs.fields(status=exc.status))
-                return pages.error(request, exc.status, HTTPStatus(exc.status).phrase, exc.message)
+                response = pages.error(request, exc.status, HTTPStatus(exc.status).phrase, exc.message)
+                response.headers["connection"] = "close"  # the rest of the body is not worth waiting for
+                return response
             except validation.ValidationFailed as exc:
                 return pages.invalid(request, exc)
             except ClientDisconnect:

@@ -48,6 +48,7 @@ def _http_impl(header_timeout: float) -> Any:
         _raw_bytes = 0  # bytes received since the request head began (a cheap early bound)
         _head_timer: asyncio.TimerHandle | None = None
         _rejected = False
+        _in_message = False  # between a request's first byte and the end of its body
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -87,19 +88,24 @@ def _http_impl(header_timeout: float) -> Any:
         def data_received(self, data: bytes) -> None:
             if self._rejected:
                 return
-            idle = self.cycle is None or self.cycle.response_complete
-            if self._head_timer is None and idle:
+            if self._head_timer is None and not self._in_message:
                 self._arm()  # a new request head begins: it gets header_timeout to complete
-            if self._head_timer is not None:
+            reading_head = self._head_timer is not None
+            if reading_head:
                 self._raw_bytes += len(data)
-                if self._raw_bytes > protect.MAX_HEADER_BYTES + protect.MAX_BODY_BYTES:
-                    self._reject(431, f"the request headers are over {protect.MAX_HEADER_BYTES} bytes")
-                    return
             super().data_received(data)
+            # still no complete head after this many bytes (httptools buffers a header until it ends)
+            if reading_head and self._head_timer is not None and self._raw_bytes > protect.MAX_HEADER_BYTES:
+                self._reject(431, f"the request headers are over {protect.MAX_HEADER_BYTES} bytes")
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._head_bytes = 0
+            self._in_message = True
+
+        def on_message_complete(self) -> None:
+            self._in_message = False
+            super().on_message_complete()
 
         def on_url(self, url: bytes) -> None:
             self._count(len(url))
