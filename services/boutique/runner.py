@@ -179,6 +179,7 @@ class Shop:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.out = out
+        self._redis_dir: Path | None = None
         self._own_log_dir = log_dir is None  # a temporary one: removed by stop() unless start() failed
         self._keep_logs = False
         # a temporary log dir is only named here; start() creates it (check_ports() alone leaves nothing)
@@ -412,16 +413,45 @@ class Shop:
                 raise
         return self
 
-    def _start_redis(self) -> None:
+    def _redis_data_dir(self) -> Path:
+        """Where Redis keeps its append-only file: `redis/` beside the log folder of a shop with
+        a log folder of its own (`boutique run`: .work/run/redis, so carts survive a Redis restart
+        and the next run, as in the cluster), else a temporary folder removed by stop()."""
+        if self._redis_dir is None:
+            if self._own_log_dir:
+                self._redis_dir = Path(tempfile.mkdtemp(prefix="boutique-redis-"))
+                self._tmp_dirs.append(self._redis_dir)
+            else:
+                self._redis_dir = self.log_dir.parent / "redis"
+                self._redis_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self._redis_dir
+
+    def restart_redis(self, kill: bool = False) -> None:
+        """Stop Redis (SIGTERM, or SIGKILL with kill=True) and start it again on the same port
+        and data folder; the append-only file brings the carts back."""
+        with self._lock:
+            if self._redis is None:
+                raise ShopError("this shop runs no Redis")
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    self._redis.popen.kill()
+                self._redis.expected_exit = True
+                self._redis.popen.wait(timeout=10)
+            else:
+                self._terminate([self._redis])
+            self._redis = None
+            self._start_redis(truncate=False)
+
+    def _start_redis(self, truncate: bool = True) -> None:
         port = self.port(self.catalog.redis.name)
-        data_dir = Path(tempfile.mkdtemp(prefix="boutique-redis-"))
-        self._tmp_dirs.append(data_dir)
+        data_dir = self._redis_data_dir()
         log = self.log_dir / f"{self.catalog.redis.name}.log"
         redis_server = shutil.which("redis-server") or "redis-server"
-        with open(log, "wb") as fh:
+        with open(log, "wb" if truncate else "ab") as fh:
             popen = subprocess.Popen(
-                [redis_server, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-                 "--dir", str(data_dir), "--protected-mode", "yes"],
+                # appendonly in the data folder: a restarted Redis replays the carts (fsync every second)
+                [redis_server, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "yes",
+                 "--appendfsync", "everysec", "--dir", str(data_dir), "--protected-mode", "yes"],
                 stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._redis = _Proc(self.catalog.redis.name, popen, log)

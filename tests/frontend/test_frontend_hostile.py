@@ -15,7 +15,6 @@ import httpx
 import pytest
 from testkit import free_port
 
-
 PRODUCT = "OLJCESPC7Z"
 CHECKOUT = {"email": "someone@example.com", "street_address": "1600 Amphitheatre Parkway", "zip_code": "94043",
             "city": "Mountain View", "state": "CA", "country": "United States",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -124,8 +125,29 @@ def _listening(host: str, port: int) -> bool:
         return False
 
 
+# The test double needs no AWS profile; botocore inside moto fails at start-up with
+# ProfileNotFound when one is set that the machine's AWS config does not define.
+PROFILE_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+
+
+def _cause(logfile: str, since: int) -> str:
+    """The last error line moto wrote to the log since offset `since` ("" when none)."""
+    try:
+        with open(logfile, "rb") as f:
+            f.seek(since)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [ln.strip() for ln in lines if re.match(r"^\s*[\w.]+(Error|Exception|NotFound)\b.*:", ln)
+              or "Address already in use" in ln]
+    return errors[-1] if errors else (lines[-1].strip() if lines else "")
+
+
 def _daemonize(argv: list[str], pidfile: str, logfile: str, host: str, port: int, wait: float) -> int:
     child_argv = [sys.executable, os.path.abspath(__file__), *argv]
+    dropped = [name for name in PROFILE_VARIABLES if os.environ.get(name)]
+    child_env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
+    since = os.path.getsize(logfile) if os.path.exists(logfile) else 0
     with open(logfile, "ab") as log:
         proc = subprocess.Popen(
             child_argv,
@@ -134,6 +156,7 @@ def _daemonize(argv: list[str], pidfile: str, logfile: str, host: str, port: int
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            env=child_env,
         )
     with open(pidfile, "w", encoding="ascii") as f:
         f.write(f"{proc.pid}\n")
@@ -145,7 +168,9 @@ def _daemonize(argv: list[str], pidfile: str, logfile: str, host: str, port: int
         if proc.poll() is not None:
             break
         time.sleep(0.2)
-    print(f"moto did not start on {host}:{port}; see {logfile}", file=sys.stderr)
+    cause = _cause(logfile, since) or f"it did not listen within {wait:g}s"
+    hint = f" ({', '.join(dropped)} was set and is not passed to moto)" if dropped else ""
+    print(f"moto did not start on {host}:{port}: {cause}{hint}; full log: {logfile}", file=sys.stderr)
     return 1
 
 
