@@ -43,7 +43,9 @@ Deliberate differences from the original:
     IDEMPOTENCY_WINDOW with the order already placed, a concurrent repeat waits for the first,
     and the key goes on to payment's Charge, which never charges one key twice. After a
     checkout crash between Charge and its reply, the retried form reaches payment with the
-    same key and gets the first transaction back: the order completes, charged once.
+    same key and gets the first transaction back: the order completes, charged once. After a
+    crash later on (the cart already emptied), a keyed retry finds an empty cart and is
+    FAILED_PRECONDITION "cart: the cart is empty; ..." instead of a second (empty) order.
   * Every callee call carries the remaining deadline of the incoming PlaceOrder (and the
     callee's catalog timeout, whichever is shorter); the original propagates none.
 """
@@ -230,6 +232,11 @@ class CheckoutService(rpc.CheckoutServiceServicer):
         except grpc.aio.AioRpcError as exc:
             raise StepFailed(grpc.StatusCode.INTERNAL,
                              f"cart failure: failed to get user cart during checkout: {rpc_error(exc)}") from None
+        if key and not cart.items:
+            # A keyed order of an empty cart: the form's earlier attempt (whose reply was lost, say to
+            # a crash) has already placed the order and emptied the cart. Nothing to charge again.
+            raise StepFailed(grpc.StatusCode.FAILED_PRECONDITION,
+                             "cart: the cart is empty; an order placed with this form may already have emptied it")
         for line in cart.items:
             if line.quantity < 1:
                 raise StepFailed(grpc.StatusCode.FAILED_PRECONDITION,

@@ -408,6 +408,12 @@ class Pages:
             if refusal:  # the card was refused: the user's to fix, and safe to tell
                 log.info("card refused: %s", refusal, extra=logs.fields(call=exc.what, status=exc.code.name))
                 return self.error(request, 422, "Your card was refused", refusal)
+            if exc.code is grpc.StatusCode.FAILED_PRECONDITION and exc.detail.startswith("cart: the cart is empty"):
+                log.info("order form resubmitted after its order emptied the cart", extra=logs.fields(
+                    order_token=order.order_token))
+                return self.error(request, 409, "Your cart is empty",
+                                  "If you submitted this order before, it has gone through: "
+                                  "the confirmation is on its way by e-mail.")
             if exc.code is grpc.StatusCode.ALREADY_EXISTS:  # the form's token was used for another order
                 log.info("order token reused: %s", exc.detail)
                 return self.error(request, 409, "This order form was already used",

@@ -1,0 +1,79 @@
+"""The fault suite's shop and its results table.
+
+  fault_shop   (module) the whole shop through the local runner: every service a process,
+               carts in a real redis-server with its append-only file
+  results      the table the tests fill: one row per fault (requests, errors, lost carts,
+               double charges); printed at the end of the run and written to
+               <artifacts>/faults.txt
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from testkit import ROOT, require_tool
+
+from boutique.runner import Shop, start_on_free_offset
+
+
+@dataclass
+class Row:
+    fault: str
+    requests: int = 0
+    errors: int = 0
+    lost_carts: int = 0
+    double_charges: int = 0
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class Results:
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, fault: str, requests: int, errors: int, lost_carts: int, double_charges: int,
+            seconds: float, note: str = "") -> Row:
+        row = Row(fault, requests, errors, lost_carts, double_charges, seconds, note)
+        self.rows.append(row)
+        return row
+
+    def table(self) -> str:
+        head = f"{'fault':<34} {'requests':>8} {'errors':>6} {'lost carts':>10} {'double charges':>14} {'s':>5}  note"
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            lines.append(f"{r.fault:<34} {r.requests:>8} {r.errors:>6} {r.lost_carts:>10} {r.double_charges:>14} "
+                         f"{r.seconds:>5.1f}  {r.note}")
+        return "\n".join(lines)
+
+
+RESULTS = Results()
+
+
+@pytest.fixture(scope="session")
+def results() -> Results:
+    return RESULTS
+
+
+@pytest.fixture(scope="module")
+def fault_shop() -> Iterator[Shop]:
+    require_tool("redis-server", "the fault suite keeps carts in a real Redis")
+    shop = start_on_free_offset(redis=True, env={"BOUTIQUE_ACCESS_LOG": "errors", "SHUTDOWN_GRACE_SECONDS": "5"})
+    try:
+        yield shop
+    finally:
+        shop.stop()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    if not RESULTS.rows:
+        return
+    text = RESULTS.table()
+    terminalreporter.write_sep("=", "fault suite")
+    terminalreporter.write_line(text)
+    out = Path(os.environ.get("ARTIFACTS") or ROOT / "artifacts")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "faults.txt").write_text(text + "\n")
