@@ -297,3 +297,30 @@ def test_checkout_killed_during_concurrent_orders_never_charges_twice(fault_shop
     finally:
         for u in users:
             u.close()
+
+
+def test_huge_session_ids_cannot_fill_redis(fault_shop: Shop, results) -> None:
+    """Defect 1: twenty POST /cart with 1 MB session ids took Redis from 3.7 MB to 55 MB, with no TTL."""
+    import redis
+
+    start = time.monotonic()
+    r = redis.Redis(host="127.0.0.1", port=fault_shop.redis_port, socket_timeout=5)
+    before = r.info("memory")["used_memory"]
+    requests = errors = 0
+    with httpx.Client(base_url=fault_shop.base_url, follow_redirects=False, timeout=20) as client:
+        for size in (1024 * 1024, 12 * 1024):  # over the header limit; under it but not an id we mint
+            for _ in range(10):
+                client.cookies.clear()
+                resp = client.post("/cart", data={"product_id": PRODUCTS[0], "quantity": "1"},
+                                   headers={"Cookie": "shop_session-id=" + "s" * size})
+                requests += 1
+                if resp.status_code not in (302, 431):
+                    errors += 1
+    keys = list(r.scan_iter(count=1000))
+    grown = r.info("memory")["used_memory"] - before
+    results.add("20 POST /cart, huge session ids", requests, errors, 0, 0, time.monotonic() - start,
+                f"redis grew {grown // 1024} KiB, longest key {max(len(k) for k in keys)} bytes")
+    assert errors == 0
+    assert max(len(k) for k in keys) <= 64
+    assert all(r.ttl(k) > 0 for k in keys), "every cart expires"
+    assert grown < 512 * 1024

@@ -53,7 +53,6 @@ DEFAULT_CURRENCY = "USD"
 WHITELISTED_CURRENCIES = frozenset({"USD", "EUR", "CAD", "JPY", "GBP", "TRY"})
 MAX_RECOMMENDATIONS = 4
 MAX_PRODUCT_ID = 64  # longer ids are 404 without asking the catalog (ours are 10 characters)
-ORDER_TOKEN_METADATA = "idempotency-key"  # the checkout form's token, sent to checkout as gRPC metadata
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 PLATFORM_NAMES = {"local": "local", "gcp": "Google Cloud", "aws": "AWS", "azure": "Azure",
                   "onprem": "on-premises", "alibaba": "Alibaba Cloud"}

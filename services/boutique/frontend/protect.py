@@ -142,5 +142,5 @@ async def refuse(send: Any, status: int, message: str, request_id: str) -> None:
     body = f"{status} {message}\nrequest id: {request_id}\n".encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"), *SECURITY_HEADERS]})
+        (b"connection", b"close")]})  # the shop's middleware adds SECURITY_HEADERS
     await send({"type": "http.response.body", "body": body})
