@@ -32,7 +32,8 @@ def _play(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("tag", ["network", "eks", "ecr"])
 def test_a_tagged_run_still_refuses_a_non_loopback_endpoint(tmp_path: Path, tag: str) -> None:
     """Defect 3: `--tags network` skipped the guard and the moto start (tags on include_role)."""
-    run = _play(tmp_path, "--tags", tag, "-e", "boutique_aws_endpoint_url=https://ec2.eu-west-1.amazonaws.com")
+    # Not moto's address, yet still loopback (127/8): even a regressed guard sends nothing off the machine.
+    run = _play(tmp_path, "--tags", tag, "-e", "boutique_aws_endpoint_url=http://127.0.0.2:9")
     out = run.stdout + run.stderr
     assert run.returncode != 0
     assert "Refusing to run" in out, out[-3000:]
