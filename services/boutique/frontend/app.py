@@ -465,8 +465,9 @@ class Pages:
         response = RedirectResponse(f"{self.base}/", status_code=302)
         expired = formatdate(time.time() - 365 * 86400, usegmt=True)
         for name, value in request.scope["boutique.visit"].cookies.items():
+            secure = "; Secure" if request.scope["boutique.visit"].secure else ""
             response.raw_headers.append((b"set-cookie", (
-                f"{name}={value}; Path={self.base or '/'}; Expires={expired}; Max-Age=0").encode("latin-1")))
+                f"{name}={value}; Path={self.base or '/'}; Expires={expired}; Max-Age=0{secure}").encode("latin-1")))
         return response
 
     async def product_meta(self, request: Request) -> Response:
