@@ -76,17 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_tools.add_argument("tool_args", nargs="*", metavar="build|path|list [NAME...]")
     p_tools.set_defaults(func=_tools)
 
-    # Imported here, not at module level: `boutique serve` should not pay for them.
-    from boutique import loadgen, runner
-
-    runner.add_parser(sub)  # run, certs
-    try:
-        from boutique.dev.cluster import node
-    except ModuleNotFoundError:  # a service image: development tools are left out
-        pass
-    else:
-        node.add_parser(sub)  # cluster
-    loadgen.add_parser(sub)  # loadgen
+    # Imported here, not at module level: `boutique serve` should not pay for them. A service image
+    # leaves these development modules out (.dockerignore), so there only serve/catalog/tools remain.
+    for module in ("runner", "dev.cluster.node", "loadgen"):  # run+certs, cluster, loadgen
+        try:
+            importlib.import_module(f"boutique.{module}").add_parser(sub)
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("boutique."):
+                raise  # a missing third-party package is a broken install, not an image
 
     args = parser.parse_args(argv)
     try:

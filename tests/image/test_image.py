@@ -116,6 +116,18 @@ def test_image_catalog_is_the_repository_catalog(image: str) -> None:
     assert inside == (ROOT / "group_vars" / "all" / "catalog.yml").read_text()
 
 
+def test_image_leaves_the_development_code_out_and_its_cli_still_works(image: str) -> None:
+    probe = ("import importlib.util as u; "
+             "print(' '.join(m for m in ('boutique.runner', 'boutique.loadgen', 'boutique.bench', 'boutique.dev') "
+             "if u.find_spec(m)) or 'none')")
+    found = docker("run", "--rm", *HARDENED, "--entrypoint", "python3", image, "-c", probe).stdout.strip()
+    assert found == "none", f"development modules in the service image: {found}"
+    listing = docker("run", "--rm", *HARDENED, image, "catalog").stdout
+    assert SERVICE in listing
+    usage = docker("run", "--rm", *HARDENED, image, "run", check=False)
+    assert usage.returncode == 2 and "invalid choice: 'run'" in usage.stderr, usage.stderr
+
+
 def test_build_refuses_an_unknown_service(base_image: str) -> None:
     proc = docker("build", "--quiet", "--force-rm", *build_args(SERVICE="nosuchservice"),
                   "-t", "boutique-test/bad:pytest", str(ROOT), check=False)
