@@ -50,11 +50,11 @@ def options(role: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
 
 
 def _templar_render(values: list[Any], variables: dict[str, Any]) -> list[Any]:
-    from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415  (only when needed)
-    from ansible.template import Templar  # noqa: PLC0415
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
 
     try:  # ansible-core 2.19+ templates only strings marked trusted; these are our own files
-        from ansible.template import trust_as_template  # noqa: PLC0415
+        from ansible.template import trust_as_template
     except ImportError:  # older ansible-core trusts every string
 
         def trust_as_template(value: str) -> str:
@@ -107,7 +107,7 @@ def spec_disagreements(role: Path) -> list[str]:
         for where, _name, spec_default, default in pending:
             try:
                 spec_value, real_value = _templar_render([spec_default, default], variables)
-            except Exception as exc:  # noqa: BLE001  (an untemplatable default is itself a finding)
+            except Exception as exc:
                 found.append(f"{where}: spec {spec_default!r} vs defaults {default!r} (templating failed: {exc})")
                 continue
             if spec_value != real_value:

@@ -5,37 +5,24 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
-from testkit import ROOT, free_port
+from testkit import MOTO_REGION, ROOT, aws_client, moto_server
 
 pytestmark = [pytest.mark.aws, pytest.mark.slow]
-LAUNCHER = ROOT / "roles" / "moto" / "files" / "moto_server_patched.py"
-REGION = "eu-west-1"
+REGION = MOTO_REGION
 
 
 @pytest.fixture(scope="module")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("moto-progress")
-    port, pidfile = free_port(), workdir / "moto.pid"
-    subprocess.run([sys.executable, str(LAUNCHER), "--daemon", "--pidfile", str(pidfile), "--logfile",
-                    str(workdir / "moto.log"), "-H", "127.0.0.1", "-p", str(port)], check=True, timeout=60)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        eks = boto3.client("eks", endpoint_url=url, region_name=REGION, aws_access_key_id="testing",
-                           aws_secret_access_key="testing")
-        eks.create_cluster(name="progress", roleArn="arn:aws:iam::123456789012:role/eks",
-                           resourcesVpcConfig={"subnetIds": ["subnet-1", "subnet-2"]})
+    with moto_server(tmp_path_factory.mktemp("moto-progress")) as url:
+        aws_client(url, "eks").create_cluster(name="progress", roleArn="arn:aws:iam::123456789012:role/eks",
+                                              resourcesVpcConfig={"subnetIds": ["subnet-1", "subnet-2"]})
         yield url
-    finally:
-        os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
 
 
 def _wait(url: str, tmp_path: Path, **params: object) -> subprocess.CompletedProcess[str]:

@@ -26,19 +26,16 @@ MOTO_IAM_LOAD_MANAGED_POLICIES=true is set here too, so iam_role can attach the
 AWS managed policies (AmazonEKSClusterPolicy, ...).
 
 Usage:
-    moto_server_patched.py [--daemon --pidfile F --logfile F [--wait S]] -H 127.0.0.1 -p PORT
-With --daemon the server is started in its own session, its pid written to the
-pidfile, and this process exits 0 once the port accepts connections (1 if not).
+    moto_server_patched.py -H 127.0.0.1 -p PORT
+In the background through plugins/daemonize.py (the one daemonizer, as the registry uses it):
+    daemonize.py --pidfile F --logfile L --port PORT -- python moto_server_patched.py -H 127.0.0.1 -p PORT
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
-import time
 
 
 def _patch_moto() -> None:
@@ -116,54 +113,13 @@ def _patch_moto() -> None:
     EKSBackend.list_tags_for_resource = list_tags_for_resource
 
 
-def _listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _daemonize(argv: list[str], pidfile: str, logfile: str, host: str, port: int, wait: float) -> int:
-    child_argv = [sys.executable, os.path.abspath(__file__), *argv]
-    with open(logfile, "ab") as log:
-        proc = subprocess.Popen(
-            child_argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-    with open(pidfile, "w", encoding="ascii") as f:
-        f.write(f"{proc.pid}\n")
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if _listening(host, port):
-            print(f"moto listening on {host}:{port} (pid {proc.pid})")
-            return 0
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    print(f"moto did not start on {host}:{port}; see {logfile}", file=sys.stderr)
-    return 1
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--daemon", action="store_true")
-    parser.add_argument("--pidfile")
-    parser.add_argument("--logfile")
-    parser.add_argument("--wait", type=float, default=30.0)
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)
     args = parser.parse_args()
     os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
     server_argv = ["-H", args.host, "-p", str(args.port)]
-    if args.daemon:
-        if not (args.pidfile and args.logfile):
-            parser.error("--daemon needs --pidfile and --logfile")
-        return _daemonize(server_argv, args.pidfile, args.logfile, args.host, args.port, args.wait)
     _patch_moto()
     from moto.server import main as moto_main
 
