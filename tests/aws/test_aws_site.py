@@ -331,7 +331,7 @@ def test_teardown_removes_everything_and_is_rerunnable(moto: Moto, site: Runs) -
     assert not (moto.workdir / "kubeconfig.yaml").exists()
 
     again = moto.playbook("playbooks/teardown.yml")
-    assert again.rc == 0, again.output[-4000:]
+    assert again.returncode == 0, again.output[-4000:]
     assert again.recap["changed"] == 0, again.output[-6000:]
 
 
