@@ -1,5 +1,5 @@
-"""Shared pytest helpers: the helpers live in tests/testkit.py (`from testkit import ...`);
-they are re-exported here for modules that load this file by path."""
+"""Session fixtures shared by every test folder; the helpers live in tests/testkit.py
+(`from testkit import ...`), which pytest finds because this file's folder is on sys.path."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from testkit import IN_CI, ROOT, free_port, require_tool
-
-__all__ = ["IN_CI", "ROOT", "free_port", "require_tool"]
+from testkit import ROOT, require_tool
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,10 @@ import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +90,7 @@ class PlaybookRun:
     args: list[str]
     returncode: int
     output: str
+    seconds: float = 0.0
 
     @property
     def recap(self) -> dict[str, int]:
@@ -99,6 +103,18 @@ class PlaybookRun:
         for row in rows:
             for key, value in zip(totals, row, strict=True):
                 totals[key] += int(value)
+        return totals
+
+    @property
+    def recaps(self) -> list[dict[str, int]]:
+        """Every PLAY RECAP of the output (one per ansible-playbook run that molecule makes, say),
+        each as its totals over the hosts."""
+        totals = []
+        for section in self.output.split("PLAY RECAP")[1:]:
+            rows = RECAP.findall(section.split("\n\n", 1)[0] if "\n\n" in section else section)
+            if rows:
+                totals.append({key: sum(int(row[i]) for row in rows)
+                               for i, key in enumerate(("ok", "changed", "unreachable", "failed"))})
         return totals
 
     @property
@@ -121,8 +137,9 @@ class PlaybookRun:
             assert fragment in self.flat, f"{fragment!r} not in the output:\n{self.output[-4000:]}"
 
 
-def ansible_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+def ansible_env(extra: Mapping[str, str] | None = None, unset: Sequence[str] = ()) -> dict[str, str]:
+    """os.environ with the venv's tools first on PATH, plain output, `extra` added, `unset` removed."""
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update({"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "PYTHONUNBUFFERED": "1",
                 "ANSIBLE_DEPRECATION_WARNINGS": "0"})
@@ -132,8 +149,9 @@ def ansible_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def run_playbook(playbook: str, extra_vars: Mapping[str, Any] | None = None, *, check: bool = False,
                  diff: bool = False, inventory: str = "inventories/local", env: Mapping[str, str] | None = None,
-                 timeout: float = 300, extra_args: Sequence[str] = ()) -> PlaybookRun:
-    """ansible-playbook from the repository root with the venv's tools first on PATH."""
+                 timeout: float = 300, extra_args: Sequence[str] = (), unset: Sequence[str] = ()) -> PlaybookRun:
+    """ansible-playbook from the repository root with the venv's tools first on PATH
+    (`unset`: environment variables the run must not see, e.g. AWS_PROFILE)."""
     args = [str(VENV_BIN / "ansible-playbook"), "-i", inventory, playbook, *extra_args]
     if extra_vars:
         args += ["-e", json.dumps(dict(extra_vars))]
@@ -141,6 +159,123 @@ def run_playbook(playbook: str, extra_vars: Mapping[str, Any] | None = None, *, 
         args.append("--check")
     if diff:
         args.append("--diff")
-    proc = subprocess.run(args, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout,
-                          check=False)
-    return PlaybookRun(args, proc.returncode, proc.stdout + proc.stderr)
+    started = time.monotonic()
+    proc = subprocess.run(args, cwd=ROOT, env=ansible_env(env, unset), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    return PlaybookRun(args, proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    """Until something accepts connections on 127.0.0.1:port; AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- moto (the embedded AWS API) -------------------------------------------------------------------
+MOTO_LAUNCHER = ROOT / "roles" / "moto" / "files" / "moto_server_patched.py"
+DAEMONIZE = ROOT / "plugins" / "daemonize.py"  # the one daemonizer the moto and registry roles use
+MOTO_REGION = "eu-west-1"
+
+
+@contextmanager
+def moto_server(workdir: Path) -> Iterator[str]:
+    """A real moto server of the caller's own (the project's patched launcher, daemonized as the
+    moto role does it) on a free loopback port; yields its URL and stops it afterwards."""
+    port, pidfile = free_port(), workdir / "moto.pid"
+    subprocess.run([sys.executable, str(DAEMONIZE), "--pidfile", str(pidfile), "--logfile", str(workdir / "moto.log"),
+                    "--port", str(port), "--wait", "60", "--", sys.executable, str(MOTO_LAUNCHER),
+                    "-H", "127.0.0.1", "-p", str(port)], check=True, timeout=90)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        subprocess.run([sys.executable, str(DAEMONIZE), "--stop", "--pidfile", str(pidfile)], check=False,
+                       capture_output=True, timeout=30)
+
+
+def aws_client(url: str, service: str) -> Any:
+    import boto3
+
+    return boto3.client(service, endpoint_url=url, region_name=MOTO_REGION, aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
+# --- redis-server ----------------------------------------------------------------------------------
+class RedisServer:
+    """A redis-server process on 127.0.0.1:<port> without persistence."""
+
+    def __init__(self, binary: str | None = None, port: int | None = None, workdir: Path | None = None) -> None:
+        self.binary = binary or require_tool("redis-server", "the cart keeps carts in Redis")
+        self.fixed_port = port is not None
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def start(self) -> RedisServer:
+        """Start it and wait until it answers. A free port can be taken by someone else before
+        redis binds it: then, unless the port was asked for, try again on another one."""
+        for attempt in range(1 if self.fixed_port else 3):
+            if attempt:
+                self.port = free_port()
+            if self._start_once():
+                return self
+        raise RuntimeError(f"redis-server could not get a port of its own (last tried {self.port})")
+
+    def _start_once(self) -> bool:
+        import redis
+
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if self.workdir:
+            args += ["--dir", str(self.workdir)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with self.client() as c:
+                    pid = int(c.info("server")["process_id"])
+                if pid == self.proc.pid:
+                    return True
+                self.stop()  # another redis-server answers on this port: not ours to use
+                return False
+            except redis.ConnectionError:
+                if self.proc.poll() is not None:
+                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    self.stop()
+                    if "address already in use" in err.lower() and not self.fixed_port:
+                        return False
+                    raise RuntimeError(f"redis-server on port {self.port} exited: {err}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {self.port} did not answer PING in 30s") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            if self.proc.stderr:
+                self.proc.stderr.close()
+        self.proc = None

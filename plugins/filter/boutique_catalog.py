@@ -5,7 +5,8 @@ so the roles, the manifest lint and the services agree on what a valid catalog i
 
   boutique_services | boutique_deployed(boutique_service_overrides)   deployed entries, overrides applied
   boutique_services | boutique_catalog_checked(boutique_redis)        the list, or a clear error
-  '500ms' | boutique_seconds                                          0.5
+  '500ms' | boutique_seconds                                          0.5 (a bad one fails)
+  'soon' | boutique_seconds(invalid=0)                                0
   boutique_services | boutique_callers('cartservice')                 names of the services that call it
 """
 
@@ -60,10 +61,14 @@ def checked(services: list[dict[str, Any]], redis: dict[str, Any]) -> list[dict[
     return services
 
 
-def seconds(text: str, where: str = "duration") -> float:
+def seconds(text: str, where: str = "duration", invalid: float | None = None) -> float:
+    """The catalog's duration grammar (ms|s|m|h) in seconds; a bad one fails, or gives `invalid`
+    when that is set (for an assert that names the variable itself)."""
     try:
         return _catalog.parse_duration(text, where)
     except _catalog.CatalogError as exc:
+        if invalid is not None:
+            return invalid
         raise AnsibleFilterError(str(exc)) from None
 
 

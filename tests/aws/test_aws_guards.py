@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.aws]
 
 VENV_BIN = Path(sys.executable).parent
 LAUNCHER = ROOT / "roles" / "moto" / "files" / "moto_server_patched.py"
+DAEMONIZE = ROOT / "plugins" / "daemonize.py"
 
 
 def _play(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -58,12 +59,15 @@ def test_moto_ignores_aws_profile_and_a_failed_start_says_why(tmp_path: Path) ->
     port = holder.getsockname()[1]
     try:
         env = {**os.environ, "AWS_PROFILE": "no-such-profile"}
-        run = subprocess.run([sys.executable, str(LAUNCHER), "--daemon", "--pidfile", str(tmp_path / "pid"),
-                              "--logfile", str(tmp_path / "moto.log"), "--wait", "60", "-H", "127.0.0.1",
-                              "-p", str(port)], env=env, capture_output=True, text=True, timeout=120, check=False)
+        # As roles/moto/tasks/daemon.yml starts it: the one daemonizer, without the profile variables.
+        run = subprocess.run([sys.executable, str(DAEMONIZE), "--pidfile", str(tmp_path / "pid"),
+                              "--logfile", str(tmp_path / "moto.log"), "--wait", "60", "--host", "127.0.0.1",
+                              "--port", str(port), "--unset-env=AWS_PROFILE", "--unset-env=AWS_DEFAULT_PROFILE",
+                              "--", sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(port)],
+                             env=env, capture_output=True, text=True, timeout=120, check=False)
     finally:
         holder.close()
     assert run.returncode == 1
     assert "Address already in use" in run.stderr, run.stderr
-    assert "AWS_PROFILE was set and is not passed to moto" in run.stderr
+    assert "AWS_PROFILE was set and is not passed to it" in run.stderr
     assert "ProfileNotFound" not in (tmp_path / "moto.log").read_text()

@@ -11,122 +11,58 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
-from conftest import ROOT, free_port
+from testkit import MOTO_REGION, ROOT, VENV_BIN, PlaybookRun, aws_client, moto_server, run_playbook
 
 pytestmark = [pytest.mark.aws, pytest.mark.slow]
 
-VENV_BIN = Path(sys.executable).parent
-LAUNCHER = ROOT / "roles" / "moto" / "files" / "moto_server_patched.py"
-REGION = "eu-west-1"
+REGION = MOTO_REGION
 PROJECT = "boutique-mesh"
 CLUSTER = "boutique-mesh-local"
 NODEGROUP = f"{CLUSTER}-default"
-RECAP = re.compile(
-    r"^localhost\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
-    r"\s+failed=(?P<failed>\d+)",
-    re.M,
-)
-
-
-@dataclass
-class Run:
-    rc: int
-    output: str
-    seconds: float
-
-    @property
-    def recap(self) -> dict[str, int]:
-        match = RECAP.search(self.output)
-        assert match, f"no PLAY RECAP in output:\n{self.output[-3000:]}"
-        return {k: int(v) for k, v in match.groupdict().items()}
+Runs = dict[str, PlaybookRun]
 
 
 @dataclass
 class Moto:
-    port: int
     url: str
     workdir: Path
     runs: int = 0
 
-    def client(self, service: str):  # type: ignore[no-untyped-def]
-        return boto3.client(
-            service,
-            endpoint_url=self.url,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
-    def playbook(self, playbook: str, *args: str) -> Run:
-        env = {
-            **os.environ,
-            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_LOCAL_TEMP": str(self.workdir / "ansible-tmp"),
-        }
-        for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            env.pop(key, None)
-        cmd = [
-            str(VENV_BIN / "ansible-playbook"),
-            "-i",
-            "inventories/local",
-            playbook,
-            "-e",
-            f"moto_port={self.port}",
-            "-e",
-            f"eks_kubeconfig_path={self.workdir / 'kubeconfig.yaml'}",
-            *args,
-        ]
-        started = time.monotonic()
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
-        run = Run(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
+    def client(self, service: str):  # type: ignore[no-untyped-def]
+        return aws_client(self.url, service)
+
+    def playbook(self, playbook: str, *args: str) -> PlaybookRun:
+        run = run_playbook(playbook, timeout=900, env={"ANSIBLE_LOCAL_TEMP": str(self.workdir / "ansible-tmp")},
+                           unset=("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+                           extra_args=["-e", f"moto_port={self.port}",
+                                       "-e", f"eks_kubeconfig_path={self.workdir / 'kubeconfig.yaml'}", *args])
         self.runs += 1
-        (self.workdir / f"run-{self.runs:02d}.log").write_text(" ".join(cmd) + "\n\n" + run.output)
+        (self.workdir / f"run-{self.runs:02d}.log").write_text(" ".join(run.args) + "\n\n" + run.output)
         return run
 
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     workdir = tmp_path_factory.mktemp("moto")
-    port = free_port()
-    pidfile = workdir / "moto.pid"
-    subprocess.run(
-        [
-            sys.executable,
-            str(LAUNCHER),
-            "--daemon",
-            "--pidfile",
-            str(pidfile),
-            "--logfile",
-            str(workdir / "moto.log"),
-            "-H",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        check=True,
-        timeout=60,
-    )
-    yield Moto(port=port, url=f"http://127.0.0.1:{port}", workdir=workdir)
-    os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+    with moto_server(workdir) as url:
+        yield Moto(url=url, workdir=workdir)
 
 
 @pytest.fixture(scope="module")
-def site(moto: Moto) -> dict[str, Run]:
+def site(moto: Moto) -> Runs:
     """The first and the second site.yml run (timed)."""
     first = moto.playbook("site.yml")
-    assert first.rc == 0, first.output[-6000:]
+    assert first.returncode == 0, first.output[-6000:]
     second = moto.playbook("site.yml")
     print(f"\nsite.yml against moto: first run {first.seconds:.1f}s, second run {second.seconds:.1f}s")
     (moto.workdir / "timings.json").write_text(json.dumps({"first": first.seconds, "second": second.seconds}))
@@ -146,21 +82,21 @@ def _vpc(moto: Moto) -> dict:
 def test_check_mode_on_an_empty_account_creates_nothing(moto: Moto) -> None:
     # Runs before the `site` fixture creates anything (file order).
     run = moto.playbook("site.yml", "--check", "--diff")
-    assert run.rc == 0, run.output[-6000:]
+    assert run.returncode == 0, run.output[-6000:]
     assert "VPC boutique-mesh-local does not exist yet" in " ".join(run.output.split())
     assert moto.client("ec2").describe_vpcs(Filters=[{"Name": "tag:Project", "Values": [PROJECT]}])["Vpcs"] == []
     assert moto.client("eks").list_clusters()["clusters"] == []
     assert moto.client("ecr").describe_repositories()["repositories"] == []
 
 
-def test_first_run_creates_everything_and_second_run_changes_nothing(site: dict[str, Run]) -> None:
+def test_first_run_creates_everything_and_second_run_changes_nothing(site: Runs) -> None:
     first, second = site["first"].recap, site["second"].recap
     assert first["failed"] == 0 and first["changed"] > 10, first
     assert second["failed"] == 0, site["second"].output[-4000:]
     assert second["changed"] == 0, site["second"].output[-8000:]
 
 
-def test_vpc_has_dns_and_project_tags(moto: Moto, site: dict[str, Run]) -> None:
+def test_vpc_has_dns_and_project_tags(moto: Moto, site: Runs) -> None:
     vpc = _vpc(moto)
     ec2 = moto.client("ec2")
     assert vpc["CidrBlock"] == "10.40.0.0/16"
@@ -169,7 +105,7 @@ def test_vpc_has_dns_and_project_tags(moto: Moto, site: dict[str, Run]) -> None:
         assert ec2.describe_vpc_attribute(VpcId=vpc["VpcId"], Attribute=attribute)[key]["Value"] is True
 
 
-def test_public_and_private_subnets_in_two_azs_with_eks_tags(moto: Moto, site: dict[str, Run]) -> None:
+def test_public_and_private_subnets_in_two_azs_with_eks_tags(moto: Moto, site: Runs) -> None:
     vpc_id = _vpc(moto)["VpcId"]
     subnets = moto.client("ec2").describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
     assert len(subnets) == 4
@@ -185,7 +121,7 @@ def test_public_and_private_subnets_in_two_azs_with_eks_tags(moto: Moto, site: d
         assert tags["Project"] == PROJECT and tags["Name"].startswith(CLUSTER)
 
 
-def test_igw_single_nat_and_route_tables(moto: Moto, site: dict[str, Run]) -> None:
+def test_igw_single_nat_and_route_tables(moto: Moto, site: Runs) -> None:
     ec2 = moto.client("ec2")
     vpc_id = _vpc(moto)["VpcId"]
     igws = ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}])
@@ -215,7 +151,7 @@ def test_igw_single_nat_and_route_tables(moto: Moto, site: dict[str, Run]) -> No
             assert len(associated) == 1 and "kubernetes.io/role/internal-elb" in associated[0]
 
 
-def test_security_groups_allow_api_from_nodes_and_kubelet_from_control_plane(moto: Moto, site: dict[str, Run]) -> None:
+def test_security_groups_allow_api_from_nodes_and_kubelet_from_control_plane(moto: Moto, site: Runs) -> None:
     groups = moto.client("ec2").describe_security_groups(Filters=[{"Name": "tag:Project", "Values": [PROJECT]}])[
         "SecurityGroups"
     ]
@@ -237,7 +173,7 @@ def test_security_groups_allow_api_from_nodes_and_kubelet_from_control_plane(mot
     assert "0.0.0.0/0" not in sources(nodes, 22)
 
 
-def test_iam_roles_have_the_eks_managed_policies(moto: Moto, site: dict[str, Run]) -> None:
+def test_iam_roles_have_the_eks_managed_policies(moto: Moto, site: Runs) -> None:
     iam = moto.client("iam")
     expected = {
         f"{CLUSTER}-cluster": {"AmazonEKSClusterPolicy"},
@@ -250,7 +186,7 @@ def test_iam_roles_have_the_eks_managed_policies(moto: Moto, site: dict[str, Run
         assert tags["Project"] == PROJECT
 
 
-def test_cluster_is_active_private_only_in_the_private_subnets(moto: Moto, site: dict[str, Run]) -> None:
+def test_cluster_is_active_private_only_in_the_private_subnets(moto: Moto, site: Runs) -> None:
     cluster = moto.client("eks").describe_cluster(name=CLUSTER)["cluster"]
     private_ids = {
         s["SubnetId"]
@@ -268,7 +204,7 @@ def test_cluster_is_active_private_only_in_the_private_subnets(moto: Moto, site:
     assert cluster["tags"]["Project"] == PROJECT
 
 
-def test_nodegroup_is_sized_as_configured_in_the_private_subnets(moto: Moto, site: dict[str, Run]) -> None:
+def test_nodegroup_is_sized_as_configured_in_the_private_subnets(moto: Moto, site: Runs) -> None:
     ng = moto.client("eks").describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]
     cluster = moto.client("eks").describe_cluster(name=CLUSTER)["cluster"]
     assert ng["status"] == "ACTIVE"
@@ -278,7 +214,7 @@ def test_nodegroup_is_sized_as_configured_in_the_private_subnets(moto: Moto, sit
     assert ng["nodeRole"].endswith(f":role/{CLUSTER}-node")
 
 
-def test_kubeconfig_uses_aws_eks_get_token(moto: Moto, site: dict[str, Run]) -> None:
+def test_kubeconfig_uses_aws_eks_get_token(moto: Moto, site: Runs) -> None:
     path = moto.workdir / "kubeconfig.yaml"
     assert path.stat().st_mode & 0o777 == 0o600
     config = yaml.safe_load(path.read_text())
@@ -290,7 +226,7 @@ def test_kubeconfig_uses_aws_eks_get_token(moto: Moto, site: dict[str, Run]) -> 
     assert config["current-context"] == CLUSTER
 
 
-def test_ecr_repository_per_catalog_service_with_scanning_and_lifecycle(moto: Moto, site: dict[str, Run]) -> None:
+def test_ecr_repository_per_catalog_service_with_scanning_and_lifecycle(moto: Moto, site: Runs) -> None:
     catalog = yaml.safe_load((ROOT / "group_vars" / "all" / "catalog.yml").read_text())
     wanted = {f"{PROJECT}/{s['name']}" for s in catalog["boutique_services"]}
     ecr = moto.client("ecr")
@@ -305,13 +241,13 @@ def test_ecr_repository_per_catalog_service_with_scanning_and_lifecycle(moto: Mo
     assert re.fullmatch(r"\d{12}\.dkr\.ecr\.eu-west-1\.amazonaws\.com", registry)
 
 
-def test_check_mode_reports_nodegroup_drift_without_fixing_it(moto: Moto, site: dict[str, Run]) -> None:
+def test_check_mode_reports_nodegroup_drift_without_fixing_it(moto: Moto, site: Runs) -> None:
     eks = moto.client("eks")
     eks.update_nodegroup_config(
         clusterName=CLUSTER, nodegroupName=NODEGROUP, scalingConfig={"minSize": 2, "desiredSize": 5, "maxSize": 6}
     )
     check = moto.playbook("site.yml", "--check", "--diff")
-    assert check.rc == 0, check.output[-4000:]
+    assert check.returncode == 0, check.output[-4000:]
     assert check.recap["changed"] >= 1
     assert re.search(r"changed: \[localhost\]", check.output.split("Ensure the managed node group")[1].split("TASK")[0])
     flat = " ".join(check.output.split())
@@ -322,14 +258,14 @@ def test_check_mode_reports_nodegroup_drift_without_fixing_it(moto: Moto, site: 
 
     # The eks stage alone (no network facts: subnets and SG found by tag) fixes it.
     fix = moto.playbook("site.yml", "--tags", "eks")
-    assert fix.rc == 0, fix.output[-4000:]
+    assert fix.returncode == 0, fix.output[-4000:]
     ng = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]
     assert ng["scalingConfig"]["desiredSize"] == 3
 
 
-def test_cluster_endpoint_drift_fails_naming_the_field(moto: Moto, site: dict[str, Run]) -> None:
+def test_cluster_endpoint_drift_fails_naming_the_field(moto: Moto, site: Runs) -> None:
     run = moto.playbook("site.yml", "--tags", "eks", "-e", "eks_endpoint_public_access=true")
-    assert run.rc != 0
+    assert run.returncode != 0
     assert "endpointPublicAccess: cluster has False, inventory wants True" in run.output
     vpc = moto.client("eks").describe_cluster(name=CLUSTER)["cluster"]["resourcesVpcConfig"]
     assert vpc["endpointPublicAccess"] is False
@@ -347,7 +283,7 @@ def test_cluster_endpoint_drift_fails_naming_the_field(moto: Moto, site: dict[st
 )
 def test_bad_inventory_value_fails_before_touching_aws(moto: Moto, extra: str, variable: str) -> None:
     run = moto.playbook("site.yml", "-e", extra)
-    assert run.rc != 0
+    assert run.returncode != 0
     assert variable in run.output
     assert "Traceback" not in run.output
     assert "TASK [network : Ensure the VPC]" not in run.output, "validation must run before any AWS call"
@@ -355,22 +291,22 @@ def test_bad_inventory_value_fails_before_touching_aws(moto: Moto, extra: str, v
 
 def test_local_inventory_refuses_a_non_loopback_endpoint(moto: Moto) -> None:
     run = moto.playbook("site.yml", "-e", "boutique_aws_endpoint_url=https://ec2.eu-west-1.amazonaws.com")
-    assert run.rc != 0
+    assert run.returncode != 0
     assert "Refusing to run" in run.output
     assert "TASK [network : Ensure the VPC]" not in run.output
 
 
-def test_teardown_check_mode_changes_nothing(moto: Moto, site: dict[str, Run]) -> None:
+def test_teardown_check_mode_changes_nothing(moto: Moto, site: Runs) -> None:
     run = moto.playbook("playbooks/teardown.yml", "--check", "--diff")
-    assert run.rc == 0, run.output[-4000:]
+    assert run.returncode == 0, run.output[-4000:]
     assert run.recap["changed"] > 0
     assert moto.client("eks").describe_cluster(name=CLUSTER)["cluster"]["status"] == "ACTIVE"
     _vpc(moto)
 
 
-def test_teardown_removes_everything_and_is_rerunnable(moto: Moto, site: dict[str, Run]) -> None:
+def test_teardown_removes_everything_and_is_rerunnable(moto: Moto, site: Runs) -> None:
     first = moto.playbook("playbooks/teardown.yml")
-    assert first.rc == 0, first.output[-6000:]
+    assert first.returncode == 0, first.output[-6000:]
     ec2 = moto.client("ec2")
     project = [{"Name": "tag:Project", "Values": [PROJECT]}]
     # Every EC2 resource type the network role makes, looked up by the project tag.
@@ -395,7 +331,7 @@ def test_teardown_removes_everything_and_is_rerunnable(moto: Moto, site: dict[st
     assert not (moto.workdir / "kubeconfig.yaml").exists()
 
     again = moto.playbook("playbooks/teardown.yml")
-    assert again.rc == 0, again.output[-4000:]
+    assert again.returncode == 0, again.output[-4000:]
     assert again.recap["changed"] == 0, again.output[-6000:]
 
 

@@ -11,30 +11,14 @@ containers with --network host and tell the service its port through PORT.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from testkit import ROOT, free_port, require_tool
 
-
-def _root_conftest():
-    """tests/conftest.py loaded by path (every conftest.py is module "conftest" to pytest)."""
-    name = "_boutique_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ROOT: Path = _root_conftest().ROOT
-require_tool = _root_conftest().require_tool
-free_port = _root_conftest().free_port
+__all__ = ["ROOT", "free_port", "require_tool"]
 
 BASE_IMAGE = os.environ.get("BOUTIQUE_BASE_IMAGE", "boutique/base:bookworm")
 # Extra CA certificates pip needs inside the build (an intercepting proxy's CA):

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 from image_lib import ROOT, docker
+from testkit import VENV_BIN, run_playbook
 
 from boutique.dev import gotools
 
@@ -78,10 +77,6 @@ def _module(image: str, ref: str, dest: Path) -> dict:
         {"name": "SBOM", "boutique_image_sbom": {"image": image, "ref": ref, "dest": str(dest)}, "register": "r"},
         {"name": "Keep the result", "ansible.builtin.copy": {"content": "{{ r | to_json }}", "dest": str(out),
                                                               "mode": "0644"}}]}]))
-    env = {**os.environ, "ANSIBLE_LIBRARY": str(ROOT / "plugins/modules"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_LOCALHOST_WARNING": "0"}
-    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "-i", "localhost,", "-e",
-                           f"ansible_python_interpreter={ROOT / '.venv/bin/python'}", str(play)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    run_playbook(str(play), {"ansible_python_interpreter": str(VENV_BIN / "python")}, inventory="localhost,",
+                 env={"ANSIBLE_LIBRARY": str(ROOT / "plugins/modules"), "ANSIBLE_LOCALHOST_WARNING": "0"}).assert_ok()
     return json.loads(out.read_text())

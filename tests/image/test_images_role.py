@@ -25,6 +25,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from image_lib import ROOT, docker, free_port, require_tool
+from testkit import DAEMONIZE, PlaybookRun, moto_server, run_playbook
 
 from boutique import catalog as catalog_mod
 
@@ -65,26 +66,8 @@ def snapshot_context(dest: Path) -> str:
     return git(dest, "rev-parse", "--short=12", "HEAD")
 
 
-class Run:
-    def __init__(self, proc: subprocess.CompletedProcess[str], seconds: float) -> None:
-        self.proc, self.seconds = proc, seconds
-        self.output = proc.stdout + proc.stderr
-
-    def recap(self, key: str) -> int:
-        m = re.search(rf"localhost\s*:.*\b{key}=(\d+)", self.output)
-        assert m, f"no PLAY RECAP in the output:\n{self.output[-3000:]}"
-        return int(m.group(1))
-
-
-def run_playbook(extra: dict[str, object], tmp: Path) -> Run:
-    vars_file = tmp / f"extra-{time.monotonic_ns()}.json"
-    vars_file.write_text(json.dumps(extra))
-    env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_FORCE_COLOR="0")
-    started = time.monotonic()
-    proc = subprocess.run(["ansible-playbook", "-i", "inventories/local", "playbooks/site/images.yml",
-                           "-e", f"@{vars_file}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
-    return Run(proc, time.monotonic() - started)
+def images_stage(extra: dict[str, object]) -> PlaybookRun:
+    return run_playbook("playbooks/site/images.yml", extra, timeout=1500)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +88,8 @@ def stage(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator
         "boutique_images_allow_dirty": False,
         "boutique_images_required": True,
     }
-    first = run_playbook(extra, tmp)
-    second = run_playbook(extra, tmp) if first.proc.returncode == 0 else None
+    first = images_stage(extra)
+    second = images_stage(extra) if first.returncode == 0 else None
     print(f"\nimages stage: first run {first.seconds:.0f}s, no-change run "
           f"{second.seconds if second else float('nan'):.0f}s")
     try:
@@ -115,8 +98,8 @@ def stage(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator
     finally:
         pidfile = tmp / "registry" / "registry.pid"
         if pidfile.exists():
-            subprocess.run([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "roles/registry/files/daemonize.py"),
-                            "--stop", "--pidfile", str(pidfile)], check=False, capture_output=True)
+            subprocess.run([str(ROOT / ".venv" / "bin" / "python"), str(DAEMONIZE), "--stop", "--pidfile",
+                            str(pidfile)], check=False, capture_output=True)
 
 
 def _refs(stage: dict) -> dict[str, str]:
@@ -135,8 +118,8 @@ def registry_get(port: int, path: str, method: str = "GET") -> tuple[dict[str, s
 @pytest.mark.docker
 def test_first_run_builds_pushes_and_records_every_deployable_service(stage: dict) -> None:
     first = stage["first"]
-    assert first.proc.returncode == 0, first.output[-5000:]
-    assert first.recap("changed") > 0
+    assert first.returncode == 0, first.output[-5000:]
+    assert first.recap["changed"] > 0
     refs = _refs(stage)
     assert sorted(refs) == sorted(s.name for s in DEPLOYABLE)
     for name, ref in refs.items():
@@ -148,7 +131,7 @@ def test_each_image_has_a_valid_cyclonedx_sbom_recorded_beside_its_digest(stage:
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
 
-    assert stage["first"].proc.returncode == 0, "the images stage failed; see the first test"
+    assert stage["first"].returncode == 0, "the images stage failed; see the first test"
     data = json.loads(stage["refs_file"].read_text())
     sboms = data.pop("sboms")
     assert sorted(sboms) == sorted(data)
@@ -185,8 +168,8 @@ def test_registry_api_lists_the_images_with_the_recorded_digests(stage: dict) ->
 @pytest.mark.docker
 def test_second_run_without_source_changes_changes_nothing(stage: dict) -> None:
     second = stage["second"]
-    assert second is not None and second.proc.returncode == 0, (second or stage["first"]).output[-5000:]
-    assert second.recap("changed") == 0, re.findall(r"changed: \[localhost\].*", second.output)
+    assert second is not None and second.returncode == 0, (second or stage["first"]).output[-5000:]
+    assert second.recap["changed"] == 0, re.findall(r"changed: \[localhost\].*", second.output)
     assert json.loads(stage["refs_file"].read_text()) == json.loads(stage["refs_file"].read_text())
 
 
@@ -244,8 +227,8 @@ def test_a_dirty_work_tree_is_refused_unless_allowed(stage: dict) -> None:
     tmp = stage["tmp"]
     (tmp / "context" / "services" / "boutique" / "scratch.py").write_text("# uncommitted\n")
     try:
-        run = run_playbook({**stage["extra"], "boutique_images_file": str(tmp / "dirty.json")}, tmp)
-        assert run.proc.returncode != 0
+        run = images_stage({**stage["extra"], "boutique_images_file": str(tmp / "dirty.json")})
+        assert run.returncode != 0
         assert "has uncommitted or untracked changes" in run.output
         assert "services/boutique/scratch.py" in run.output
         assert not (tmp / "dirty.json").exists()
@@ -262,25 +245,25 @@ NO_ENGINE = {
 
 
 def test_without_a_docker_engine_the_stage_warns_once_and_sets_no_refs(tmp_path: Path) -> None:
-    run = run_playbook({**NO_ENGINE, "boutique_images_file": str(tmp_path / "images.json")}, tmp_path)
-    assert run.proc.returncode == 0, run.output[-3000:]
+    run = images_stage({**NO_ENGINE, "boutique_images_file": str(tmp_path / "images.json")})
+    assert run.returncode == 0, run.output[-3000:]
     text = " ".join(run.output.split())
     assert text.count("WARNING: no Docker engine answers at unix:///nonexistent/docker.sock") == 1
     assert "fallback image references" in text
-    assert run.recap("changed") == 0
+    assert run.recap["changed"] == 0
     assert not (tmp_path / "images.json").exists()
 
 
 def test_without_a_docker_engine_the_stage_fails_when_images_are_required(tmp_path: Path) -> None:
-    run = run_playbook({**NO_ENGINE, "boutique_images_required": True,
-                        "boutique_images_file": str(tmp_path / "images.json")}, tmp_path)
-    assert run.proc.returncode != 0
+    run = images_stage({**NO_ENGINE, "boutique_images_required": True,
+                        "boutique_images_file": str(tmp_path / "images.json")})
+    assert run.returncode != 0
     assert "images_required is true but no Docker engine answers" in run.output
 
 
 def test_a_non_loopback_embedded_registry_is_refused(tmp_path: Path) -> None:
-    run = run_playbook({"registry_host": "0.0.0.0", "boutique_images_file": str(tmp_path / "images.json")}, tmp_path)
-    assert run.proc.returncode != 0
+    run = images_stage({"registry_host": "0.0.0.0", "boutique_images_file": str(tmp_path / "images.json")})
+    assert run.returncode != 0
     text = " ".join(run.output.split())  # the YAML result format wraps long messages
     assert "boutique_images_registry_embedded is true but boutique_images_registry (images_registry)='0.0.0.0:5055'" \
         " is not a loopback address" in text
@@ -288,30 +271,17 @@ def test_a_non_loopback_embedded_registry_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.docker
 def test_the_registry_role_refuses_to_listen_on_a_non_loopback_address(tmp_path: Path, docker_engine: None) -> None:
-    run = run_playbook({"registry_host": "0.0.0.0", "boutique_images_registry": f"127.0.0.1:{free_port()}",
-                        "boutique_images_file": str(tmp_path / "images.json")}, tmp_path)
-    assert run.proc.returncode != 0
+    run = images_stage({"registry_host": "0.0.0.0", "boutique_images_registry": f"127.0.0.1:{free_port()}",
+                        "boutique_images_file": str(tmp_path / "images.json")})
+    assert run.returncode != 0
     assert "only serves the local inventory on loopback" in " ".join(run.output.split())
 
 
 @pytest.fixture
-def moto_ecr() -> Iterator[str]:
+def moto_ecr(tmp_path: Path) -> Iterator[str]:
     """A throw-away moto server (the embedded AWS API) on a free loopback port."""
-    port = free_port()
-    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with moto_server(tmp_path) as url:
+        yield url
 
 
 def test_ecr_login_module_returns_registry_and_user_but_hides_the_password(moto_ecr: str) -> None:
@@ -336,7 +306,7 @@ def test_rendered_deployments_reference_exactly_the_pushed_digests(stage: dict) 
     (the digests the images stage recorded), never a mutable tag."""
     import yaml
 
-    assert stage["first"].proc.returncode == 0, "the images stage failed; see the first test"
+    assert stage["first"].returncode == 0, "the images stage failed; see the first test"
     refs = _refs(stage)
     render_dir = stage["tmp"] / "rendered"
     env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1")

@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from k8s_helpers import INVENTORIES, ROOT, Rendered, free_port, k8s_lint, render, require_tool
-
-# Other test modules do `from conftest import ...`; whichever conftest pytest loaded last
-# answers, so this one offers the root conftest's helpers too.
-__all__ = ["ROOT", "free_port", "require_tool"]
+from k8s_helpers import INVENTORIES, ROOT, Rendered, k8s_lint, render
+from testkit import IN_CI
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +42,7 @@ def istio_crd_bundle() -> Path:
     if not path.is_file():
         message = (f"Istio CRD bundle not found at {path}: set BOUTIQUE_ISTIO_CRDS, or run "
                    "`python scripts/istio_crds.py` to download the pinned bundle")
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
     return path

@@ -6,10 +6,7 @@ same way `ansible-playbook -i inventories/<env> site.yml` would, into a temp dir
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,20 +17,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import field_tools  # noqa: E402  (re-exported for the tests)
 import istio_crds  # noqa: E402
 import k8s_lint  # noqa: E402
+import testkit  # noqa: E402
+from testkit import PlaybookRun, free_port, require_tool  # noqa: E402
 
-__all__ = ["field_tools", "istio_crds", "k8s_lint"]
-
-
-def _root_conftest():
-    """tests/conftest.py under a unique module name (`conftest` is ambiguous in sys.modules)."""
-    spec = importlib.util.spec_from_file_location("boutique_tests_root_conftest", ROOT / "tests/conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-require_tool = _root_conftest().require_tool
-free_port = _root_conftest().free_port
+__all__ = ["field_tools", "free_port", "istio_crds", "k8s_lint", "require_tool"]
 
 PLAYBOOK = ROOT / "playbooks/site/kubernetes.yml"
 INVENTORIES = ("local", "production")
@@ -44,29 +31,14 @@ DIGEST_REFS = {
 }
 
 
-def ansible_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{ROOT / '.venv/bin'}:{env.get('PATH', '')}"
-    if (ROOT / "ansible.cfg").exists():
-        env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    env.setdefault("ANSIBLE_NOCOLOR", "1")
-    env.setdefault("ANSIBLE_PIPELINING", "1")  # local connection: no temp files per module
-    env["ANSIBLE_ROLES_PATH"] = str(ROOT / "roles")
-    return env
-
-
-def run_playbook(inventory: str, render_dir: Path, *extra: str, check: bool = False) -> subprocess.CompletedProcess:
-    cmd = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(ROOT / "inventories" / inventory), str(PLAYBOOK),
-           "--tags", "kubernetes", "-e", "boutique_k8s_mode=render", "-e", f"boutique_render_dir={render_dir}",
-           *extra]
-    if check:
-        cmd.append("--check")
-    return subprocess.run(cmd, cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=600)
-
-
-def recap(output: str) -> dict[str, int]:
-    line = next(ln for ln in output.splitlines() if ln.startswith("localhost") and "ok=" in ln)
-    return {k: int(v) for k, v in (p.split("=") for p in line.split(":", 1)[1].split())}
+def run_playbook(inventory: str, render_dir: Path, *extra: str, check: bool = False) -> PlaybookRun:
+    """playbooks/site/kubernetes.yml in render mode into render_dir (testkit's runner)."""
+    return testkit.run_playbook(
+        str(PLAYBOOK), inventory=str(ROOT / "inventories" / inventory), check=check, timeout=600,
+        env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_PIPELINING": "1",
+             "ANSIBLE_ROLES_PATH": str(ROOT / "roles")},
+        extra_args=["--tags", "kubernetes", "-e", "boutique_k8s_mode=render", "-e", f"boutique_render_dir={render_dir}",
+                    *extra])
 
 
 @dataclass
@@ -101,5 +73,5 @@ def render(inventory: str, path: Path) -> Rendered:
         (path / "images.json").write_text(json.dumps(refs))
         extra = ["-e", f"boutique_images_file={path / 'images.json'}"]
     result = run_playbook(inventory, path, *extra)
-    assert result.returncode == 0, f"render of {inventory} failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
-    return Rendered(inventory, path, k8s_lint.Manifests.load(path), result.stdout, refs)
+    assert result.returncode == 0, f"render of {inventory} failed:\n{result.output[-6000:]}"
+    return Rendered(inventory, path, k8s_lint.Manifests.load(path), result.output, refs)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
-from k8s_helpers import ROOT, ansible_env
+from testkit import ROOT, ansible_env
 
 pytestmark = [pytest.mark.molecule, pytest.mark.k8s, pytest.mark.slow]
 
@@ -25,9 +25,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def molecule_test(scenario: str) -> subprocess.CompletedProcess:
-    env = ansible_env()
-    env.pop("ANSIBLE_CONFIG", None)  # molecule.yml carries the scenario's ansible settings
-    env["NO_COLOR"] = "1"
+    env = ansible_env({"NO_COLOR": "1"}, unset=["ANSIBLE_CONFIG"])  # molecule.yml carries the ansible settings
     return subprocess.run([str(ROOT / ".venv/bin/molecule"), "test", "-s", scenario], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
 

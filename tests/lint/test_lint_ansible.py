@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from testkit import ROOT, ansible_env
 
 pytestmark = [pytest.mark.lint]
 
@@ -16,8 +15,8 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "NO_COLOR": "1"}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(cmd, cwd=ROOT, env=ansible_env({"NO_COLOR": "1"}), capture_output=True, text=True,
+                          timeout=600, check=False)
 
 
 def test_ansible_lint_production_profile_is_clean() -> None:

@@ -202,6 +202,13 @@ def test_fault_injection_validates_its_inputs(render_dir):
                                                             "an HTTP status 400..599, not UNAVAILABLE")
     ops(render_dir, "fault-injection.yml", fault_service="paymentservice",
         fault_percentage=0).assert_failed_with("fault_percentage must be a number in (0, 100] (got 0)")
+    # The catalog's duration grammar (ms|s|m|h), through the boutique_seconds filter.
+    for bad in ("soon", "2 s", "0ms", "5d"):
+        ops(render_dir, "fault-injection.yml", fault_service="paymentservice", fault_type="delay",
+            fault_delay=bad).assert_failed_with(f"fault_delay must be a positive duration like 500ms, 2s or 1m "
+                                                f"(got {bad})")
+    ops(render_dir, "fault-injection.yml", fault_service="paymentservice", fault_type="delay", fault_delay="1m",
+        check=True).assert_ok()
 
 
 # --------------------------------------------------------- scale and restart

@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import yaml
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from testkit import free_port
+from testkit import free_port, stop_process
 
 from boutique.dev import gotools
 
@@ -95,12 +95,7 @@ def run_jaeger(workdir: Path, startup_timeout: float = 60) -> Iterator[Jaeger]:
             time.sleep(0.1)
         yield Jaeger(f"127.0.0.1:{ports['otlp']}", f"http://127.0.0.1:{ports['query']}", log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):

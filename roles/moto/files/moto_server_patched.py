@@ -26,20 +26,16 @@ MOTO_IAM_LOAD_MANAGED_POLICIES=true is set here too, so iam_role can attach the
 AWS managed policies (AmazonEKSClusterPolicy, ...).
 
 Usage:
-    moto_server_patched.py [--daemon --pidfile F --logfile F [--wait S]] -H 127.0.0.1 -p PORT
-With --daemon the server is started in its own session, its pid written to the
-pidfile, and this process exits 0 once the port accepts connections (1 if not).
+    moto_server_patched.py -H 127.0.0.1 -p PORT
+In the background through plugins/daemonize.py (the one daemonizer, as the registry uses it):
+    daemonize.py --pidfile F --logfile L --port PORT -- python moto_server_patched.py -H 127.0.0.1 -p PORT
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
-import socket
-import subprocess
 import sys
-import time
 
 
 def _patch_moto() -> None:
@@ -117,78 +113,13 @@ def _patch_moto() -> None:
     EKSBackend.list_tags_for_resource = list_tags_for_resource
 
 
-def _listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-# The test double needs no AWS profile; botocore inside moto fails at start-up with
-# ProfileNotFound when one is set that the machine's AWS config does not define.
-PROFILE_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
-
-
-def _cause(logfile: str, since: int) -> str:
-    """The last error line moto wrote to the log since offset `since` ("" when none)."""
-    try:
-        with open(logfile, "rb") as f:
-            f.seek(since)
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return ""
-    errors = [ln.strip() for ln in lines if re.match(r"^\s*[\w.]+(Error|Exception|NotFound)\b.*:", ln)
-              or "Address already in use" in ln]
-    return errors[-1] if errors else (lines[-1].strip() if lines else "")
-
-
-def _daemonize(argv: list[str], pidfile: str, logfile: str, host: str, port: int, wait: float) -> int:
-    child_argv = [sys.executable, os.path.abspath(__file__), *argv]
-    dropped = [name for name in PROFILE_VARIABLES if os.environ.get(name)]
-    child_env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
-    since = os.path.getsize(logfile) if os.path.exists(logfile) else 0
-    with open(logfile, "ab") as log:
-        proc = subprocess.Popen(
-            child_argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=child_env,
-        )
-    with open(pidfile, "w", encoding="ascii") as f:
-        f.write(f"{proc.pid}\n")
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if _listening(host, port):
-            print(f"moto listening on {host}:{port} (pid {proc.pid})")
-            return 0
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    cause = _cause(logfile, since) or f"it did not listen within {wait:g}s"
-    hint = f" ({', '.join(dropped)} was set and is not passed to moto)" if dropped else ""
-    print(f"moto did not start on {host}:{port}: {cause}{hint}; full log: {logfile}", file=sys.stderr)
-    return 1
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--daemon", action="store_true")
-    parser.add_argument("--pidfile")
-    parser.add_argument("--logfile")
-    parser.add_argument("--wait", type=float, default=30.0)
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)
     args = parser.parse_args()
     os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
     server_argv = ["-H", args.host, "-p", str(args.port)]
-    if args.daemon:
-        if not (args.pidfile and args.logfile):
-            parser.error("--daemon needs --pidfile and --logfile")
-        return _daemonize(server_argv, args.pidfile, args.logfile, args.host, args.port, args.wait)
     _patch_moto()
     from moto.server import main as moto_main
 
