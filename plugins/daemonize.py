@@ -67,8 +67,8 @@ def start(args: argparse.Namespace) -> int:
         text = f.read()
     why = cause(text) or f"it did not listen within {args.wait:g}s"
     hint = f" ({', '.join(dropped)} was set and is not passed to it)" if dropped else ""
-    print(f"daemonize: `{' '.join(args.command)[:160]}` did not start on {args.host}:{args.port}: {why}{hint}; log {args.logfile}:\n{text[-2000:]}",
-          file=sys.stderr)
+    print(f"daemonize: `{' '.join(args.command)[:160]}` did not start on {args.host}:{args.port}: {why}{hint};"
+          f" log {args.logfile}:\n{text[-2000:]}", file=sys.stderr)
     return 1
 
 

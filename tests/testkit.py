@@ -122,6 +122,17 @@ class PlaybookRun:
         return self.recap["changed"]
 
     @property
+    def changed_tasks(self) -> list[str]:
+        """The TASK headers under which a host reported `changed` (for idempotence failures)."""
+        found, task = [], ""
+        for line in self.output.splitlines():
+            if line.startswith("TASK ["):
+                task = line.split("]", 1)[0] + "]"
+            elif line.startswith("changed:") and task not in found:
+                found.append(task)
+        return found
+
+    @property
     def flat(self) -> str:
         """The output with every run of whitespace as one space (YAML output wraps long messages)."""
         return re.sub(r"\s+", " ", self.output)

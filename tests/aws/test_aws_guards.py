@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from testkit import ROOT
 
 pytestmark = [pytest.mark.aws]
 
