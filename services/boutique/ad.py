@@ -47,10 +47,6 @@ class AdService(rpc.AdServiceServicer):
         return pb.AdResponse(ads=self.ads_for(list(request.context_keys)))
 
 
-DEFINITION = ServiceDefinition(
-    name="adservice",
-    grpc_service="hipstershop.AdService",
-    default_port=9555,
-    add_servicer=rpc.add_AdServiceServicer_to_server,
-    create=lambda ctx: AdService(),
-)
+# Name, port, gRPC service and callees: the catalog entry whose module this is.
+DEFINITION = ServiceDefinition(module=__name__, add_servicer=rpc.add_AdServiceServicer_to_server,
+                               create=lambda ctx: AdService())

@@ -321,10 +321,5 @@ async def create(ctx: ServiceContext) -> CartService:
     return CartService(store, ctx.log)
 
 
-DEFINITION = ServiceDefinition(
-    name="cartservice",
-    grpc_service="hipstershop.CartService",
-    default_port=7070,
-    add_servicer=rpc.add_CartServiceServicer_to_server,
-    create=create,
-)
+# Name, port, gRPC service and callees: the catalog entry whose module this is.
+DEFINITION = ServiceDefinition(module=__name__, add_servicer=rpc.add_CartServiceServicer_to_server, create=create)

@@ -89,6 +89,13 @@ class Catalog:
             known = ", ".join(self.services)
             raise CatalogError(f"unknown service {name!r}; the catalog has: {known}") from None
 
+    def by_module(self, module: str) -> Service:
+        """The service that Python module boutique.<module> implements."""
+        for svc in self.services.values():
+            if svc.module == module:
+                return svc
+        raise CatalogError(f"no catalog service has module {module!r} ({self.path})")
+
     def grpc_services(self) -> list[Service]:
         return [s for s in self.services.values() if s.is_grpc]
 

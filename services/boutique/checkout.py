@@ -344,12 +344,6 @@ class CheckoutService(rpc.CheckoutServiceServicer):
         return pb.OrderItem(item=line, cost=cost)
 
 
-DEFINITION = ServiceDefinition(
-    name="checkoutservice",
-    grpc_service="hipstershop.CheckoutService",
-    default_port=5050,
-    add_servicer=rpc.add_CheckoutServiceServicer_to_server,
-    create=CheckoutService,
-    callees=("productcatalogservice", "shippingservice", "paymentservice", "emailservice",
-             "currencyservice", "cartservice"),
-)
+# Name, port, gRPC service and callees: the catalog entry whose module this is.
+DEFINITION = ServiceDefinition(module=__name__, add_servicer=rpc.add_CheckoutServiceServicer_to_server,
+                               create=CheckoutService)

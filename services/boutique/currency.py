@@ -76,10 +76,6 @@ class CurrencyService(rpc.CurrencyServiceServicer):
         return pb.Money(currency_code=request.to_code, units=units, nanos=nanos)
 
 
-DEFINITION = ServiceDefinition(
-    name="currencyservice",
-    grpc_service="hipstershop.CurrencyService",
-    default_port=7000,
-    add_servicer=rpc.add_CurrencyServiceServicer_to_server,
-    create=lambda ctx: CurrencyService(),
-)
+# Name, port, gRPC service and callees: the catalog entry whose module this is.
+DEFINITION = ServiceDefinition(module=__name__, add_servicer=rpc.add_CurrencyServiceServicer_to_server,
+                               create=lambda ctx: CurrencyService())

@@ -269,10 +269,5 @@ def create(ctx: ServiceContext) -> EmailService:
     return EmailService(sender)
 
 
-DEFINITION = ServiceDefinition(
-    name="emailservice",
-    grpc_service="hipstershop.EmailService",
-    default_port=8080,
-    add_servicer=rpc.add_EmailServiceServicer_to_server,
-    create=create,
-)
+# Name, port, gRPC service and callees: the catalog entry whose module this is.
+DEFINITION = ServiceDefinition(module=__name__, add_servicer=rpc.add_EmailServiceServicer_to_server, create=create)

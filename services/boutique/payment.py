@@ -251,10 +251,6 @@ class PaymentService(rpc.PaymentServiceServicer):
         return pb.ChargeResponse(transaction_id=transaction_id)
 
 
-DEFINITION = ServiceDefinition(
-    name="paymentservice",
-    grpc_service="hipstershop.PaymentService",
-    default_port=50051,
-    add_servicer=rpc.add_PaymentServiceServicer_to_server,
-    create=PaymentService,
-)
+# Name, port, gRPC service and callees: the catalog entry whose module this is.
+DEFINITION = ServiceDefinition(module=__name__, add_servicer=rpc.add_PaymentServiceServicer_to_server,
+                               create=PaymentService)

@@ -116,10 +116,6 @@ def create(ctx: ServiceContext) -> ProductCatalogService:
     return ProductCatalogService(products, latency)
 
 
-DEFINITION = ServiceDefinition(
-    name="productcatalogservice",
-    grpc_service="hipstershop.ProductCatalogService",
-    default_port=3550,
-    add_servicer=rpc.add_ProductCatalogServiceServicer_to_server,
-    create=create,
-)
+# Name, port, gRPC service and callees: the catalog entry whose module this is.
+DEFINITION = ServiceDefinition(module=__name__, add_servicer=rpc.add_ProductCatalogServiceServicer_to_server,
+                               create=create)

@@ -66,11 +66,6 @@ class RecommendationService(rpc.RecommendationServiceServicer):
         return pb.ListRecommendationsResponse(product_ids=ids)
 
 
-DEFINITION = ServiceDefinition(
-    name="recommendationservice",
-    grpc_service="hipstershop.RecommendationService",
-    default_port=8080,
-    add_servicer=rpc.add_RecommendationServiceServicer_to_server,
-    create=RecommendationService,
-    callees=(CATALOG,),
-)
+# Name, port, gRPC service and callees: the catalog entry whose module this is.
+DEFINITION = ServiceDefinition(module=__name__, add_servicer=rpc.add_RecommendationServiceServicer_to_server,
+                               create=RecommendationService)

@@ -72,10 +72,6 @@ class ShippingService(rpc.ShippingServiceServicer):
         return pb.ShipOrderResponse(tracking_id=tracking)
 
 
-DEFINITION = ServiceDefinition(
-    name="shippingservice",
-    grpc_service="hipstershop.ShippingService",
-    default_port=50051,
-    add_servicer=rpc.add_ShippingServiceServicer_to_server,
-    create=ShippingService,
-)
+# Name, port, gRPC service and callees: the catalog entry whose module this is.
+DEFINITION = ServiceDefinition(module=__name__, add_servicer=rpc.add_ShippingServiceServicer_to_server,
+                               create=ShippingService)

@@ -91,6 +91,15 @@ def test_pod_security_restricted_refuses_a_privileged_pod(core: Any, namespace: 
         assert "privileged" in body["message"]
 
 
+def python_pod_log(core: Any, namespace: str, name: str, image: str, script: str) -> str:
+    """Run a Python script in a restricted one-off pod of our image; its log once it succeeded."""
+    core.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "containers": [{
+            "name": "client", "image": image, "command": ["python3", "-c", script], "securityContext": SECURE}]}})
+    return pod_logs_when_done(core, namespace, name)
+
+
 def test_a_pod_finds_a_service_by_name_and_reaches_it_through_kube_proxy(
         core: Any, namespace: str, currency: str) -> None:
     fqdn = f"currencyservice.{namespace}.svc.cluster.local"
@@ -101,11 +110,7 @@ def test_a_pod_finds_a_service_by_name_and_reaches_it_through_kube_proxy(
         "out = subprocess.run([sys.executable, '-m', 'boutique.tools.grpcprobe', '--target',"
         f" 'currencyservice={fqdn}:7000', '--modes', 'plaintext'], capture_output=True, text=True).stdout\n"
         "print('probe', json.dumps(json.loads(out)['results'][0]))\n")
-    core.create_namespaced_pod(namespace, {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dns-client"},
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "containers": [{
-            "name": "client", "image": currency, "command": ["python3", "-c", script], "securityContext": SECURE}]}})
-    log = pod_logs_when_done(core, namespace, "dns-client")
+    log = python_pod_log(core, namespace, "dns-client", currency, script)
     service_ip = core.read_namespaced_service("currencyservice", namespace).spec.cluster_ip
     assert f"resolved {service_ip}" in log and f"short {service_ip}" in log, log
     probe = json.loads(log.split("probe ", 1)[1].splitlines()[0])
@@ -126,11 +131,7 @@ def test_a_pod_has_no_way_out_of_the_machine(core: Any, namespace: str, currency
         "    print('resolved')\n"
         "except OSError:\n"
         "    print('unresolved')\n")
-    core.create_namespaced_pod(namespace, {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "egress-client"},
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "containers": [{
-            "name": "client", "image": currency, "command": ["python3", "-c", script], "securityContext": SECURE}]}})
-    log = pod_logs_when_done(core, namespace, "egress-client")
+    log = python_pod_log(core, namespace, "egress-client", currency, script)
     routes = sorted(line.split()[1:] for line in log.splitlines() if line.startswith("route "))
     from boutique.dev.cluster.settings import Settings
 

@@ -26,8 +26,8 @@ class Broken(rpc.CurrencyServiceServicer):
         raise ZeroDivisionError("a bug")
 
 
-BROKEN = ServiceDefinition(name="currencyservice", grpc_service="hipstershop.CurrencyService", default_port=7000,
-                           add_servicer=rpc.add_CurrencyServiceServicer_to_server, create=lambda ctx: Broken())
+BROKEN = ServiceDefinition(module="boutique.currency", add_servicer=rpc.add_CurrencyServiceServicer_to_server,
+                           create=lambda ctx: Broken())
 
 
 def test_service_and_health_calls_are_counted_and_watch_streams() -> None:

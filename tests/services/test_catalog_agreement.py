@@ -1,6 +1,7 @@
 """The service catalog (group_vars/all/catalog.yml) and the code agree: every gRPC service's
-module declares a DEFINITION with the catalog's name, gRPC service, contract port and callees,
-and the catalog's methods are exactly the RPCs demo.proto declares for that service."""
+module declares a DEFINITION that takes its name, gRPC service, port and callees from the catalog
+and registers the servicer of that gRPC service; a client of a service that is not one of its
+callees is refused at start-up; the catalog's methods are exactly demo.proto's RPCs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from boutique import catalog as catalog_mod
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
+from boutique.runtime.config import ConfigError
+from boutique.runtime.server import BackgroundService, ServiceDefinition
 
 CATALOG = catalog_mod.default()
 GRPC_SERVICES = CATALOG.grpc_services()
@@ -25,12 +28,9 @@ def test_definition_agrees_with_the_catalog(svc: catalog_mod.Service) -> None:
     module = importlib.import_module(f"boutique.{svc.module}")
     defn = getattr(module, "DEFINITION", None)
     assert defn is not None, f"boutique.{svc.module} has no DEFINITION"
-    assert defn.name == svc.name
-    assert defn.grpc_service == svc.grpc_service
-    assert defn.default_port == svc.port, f"{svc.name}: DEFINITION port {defn.default_port}, catalog {svc.port}"
-    expected_callees = [c for c in svc.callees if c != CATALOG.redis.name]
-    assert sorted(defn.callees) == sorted(expected_callees), f"{svc.name}: callees differ from the catalog"
-    assert len(set(defn.callees)) == len(defn.callees)
+    assert defn.module == f"boutique.{svc.module}"
+    assert (defn.name, defn.grpc_service, defn.default_port) == (svc.name, svc.grpc_service, svc.port)
+    assert defn.callees() == tuple(c for c in svc.callees if c != CATALOG.redis.name)
     assert defn.add_servicer is getattr(rpc, f"add_{short_name(svc.grpc_service)}Servicer_to_server")
 
 
@@ -54,3 +54,16 @@ def test_callees_are_grpc_services_with_an_address_variable() -> None:
                 continue
             target = CATALOG.get(callee)
             assert target.is_grpc and target.addr_env.endswith("_ADDR"), f"{svc.name} -> {callee}"
+
+
+def test_a_client_of_a_service_outside_the_catalogs_callees_is_refused_at_start_up() -> None:
+    """currencyservice calls nothing: a servicer that asks for a cart client does not start."""
+    def create(ctx):
+        ctx.stub("cartservice", rpc.CartServiceStub)
+        raise AssertionError("the stub was handed out")
+
+    sneaky = ServiceDefinition(module="boutique.currency", add_servicer=rpc.add_CurrencyServiceServicer_to_server,
+                               create=create)
+    with pytest.raises(ConfigError, match=r"currencyservice asks for a client of cartservice, which is not one of "
+                                          r"its callees in the catalog \(none\)"):
+        BackgroundService(sneaky).start()

@@ -156,7 +156,7 @@ class Shop:
         cat = catalog_mod.default()
         self.rec: dict[str, RecordingServer] = {}
         env = {}
-        for callee in DEFINITION.callees:
+        for callee in DEFINITION.callees():
             svc = cat.get(callee)
             server = RecordingServer(svc.grpc_service.split(".")[1], services[callee].address, self.sequence, lock)
             stack.callback(server.stop)
@@ -409,7 +409,7 @@ def test_a_cart_line_without_quantity_is_refused_before_pricing(shop: Shop, user
 
 def test_an_unreachable_dependency_is_reported_as_unavailable(all_services, unused_port: int, user: str) -> None:
     cat = catalog_mod.default()
-    env = {cat.get(c).addr_env: all_services[c].address for c in DEFINITION.callees}
+    env = {cat.get(c).addr_env: all_services[c].address for c in DEFINITION.callees()}
     env["CART_SERVICE_ADDR"] = f"127.0.0.1:{unused_port}"  # nothing listens there
     with (BackgroundService(DEFINITION, env) as checkout, grpc.insecure_channel(checkout.address) as ch,
           pytest.raises(grpc.RpcError) as err):

@@ -106,8 +106,7 @@ class MutableCatalog(rpc.ProductCatalogServiceServicer):
 
 def _mutable_catalog(catalog: MutableCatalog) -> ServiceDefinition:
     real = productcatalog.DEFINITION
-    return ServiceDefinition(name=real.name, grpc_service=real.grpc_service, default_port=real.default_port,
-                             add_servicer=rpc.add_ProductCatalogServiceServicer_to_server,
+    return ServiceDefinition(module=real.module, add_servicer=rpc.add_ProductCatalogServiceServicer_to_server,
                              create=lambda ctx: catalog)
 
 

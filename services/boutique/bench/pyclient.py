@@ -99,25 +99,30 @@ async def _unary(job: Job) -> Part:
 _FILLED: list[str] = []  # users whose 3-line carts this client process has filled
 
 
-async def _fill(job: Job) -> Part:
-    """Fill job.prefill carts with CART_LINES (before the orders run, outside the measurement)."""
+async def fill_carts(cart_target: str, users: list[str], parallel: int = 16) -> None:
+    """Put CART_LINES into each user's cart (before measuring, outside the measurement)."""
     import grpc
 
     from boutique.proto import demo_pb2_grpc as rpc
 
-    users = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(job.prefill)]
-    async with grpc.aio.insecure_channel(job.cart_target) as cart_ch:
-        cart = rpc.CartServiceStub(cart_ch)
-        queue = list(users)
+    queue = list(users)
+    async with grpc.aio.insecure_channel(cart_target) as ch:
+        stub = rpc.CartServiceStub(ch)
 
         async def filler() -> None:
             while queue:
                 user = queue.pop()
                 for pid in CART_LINES:
-                    await cart.AddItem(pb.AddItemRequest(user_id=user, item=pb.CartItem(product_id=pid, quantity=1)),
+                    await stub.AddItem(pb.AddItemRequest(user_id=user, item=pb.CartItem(product_id=pid, quantity=1)),
                                        timeout=10)
 
-        await asyncio.gather(*(filler() for _ in range(16)))
+        await asyncio.gather(*(filler() for _ in range(parallel)))
+
+
+async def _fill(job: Job) -> Part:
+    """Fill job.prefill carts for the orders this client process will place."""
+    users = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(job.prefill)]
+    await fill_carts(job.cart_target, users)
     _FILLED[:] = users
     return Part(b"")
 

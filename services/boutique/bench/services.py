@@ -200,26 +200,6 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[idx]
 
 
-async def _fill_carts(cart_target: str, users: list[str], parallel: int = 16) -> None:
-    """Put CART_LINES into each user's cart (before measuring)."""
-    import grpc
-
-    from boutique.proto import demo_pb2_grpc as rpc
-
-    queue = list(users)
-    async with grpc.aio.insecure_channel(cart_target) as ch:
-        stub = rpc.CartServiceStub(ch)
-
-        async def filler() -> None:
-            while queue:
-                user = queue.pop()
-                for pid in CART_LINES:
-                    await stub.AddItem(pb.AddItemRequest(user_id=user, item=pb.CartItem(product_id=pid, quantity=1)),
-                                       timeout=10)
-
-        await asyncio.gather(*(filler() for _ in range(parallel)))
-
-
 def order_template(user_id: str) -> pb.PlaceOrderRequest:
     return pb.PlaceOrderRequest(user_id=user_id, user_currency="EUR", address=ADDRESS, email="bench@example.com",
                                 credit_card=card())
@@ -271,7 +251,7 @@ class GhzDriver:
         run_id = uuid.uuid4().hex[:10]
         n_warm = max(concurrency, int(self.max_order_rate * self.warmup))
         n_measure = int(self.max_order_rate * self.duration)
-        asyncio.run(_fill_carts(cart, [f"bench-{run_id}-w-{i}" for i in range(n_warm)]
+        asyncio.run(pyclient.fill_carts(cart, [f"bench-{run_id}-w-{i}" for i in range(n_warm)]
                                 + [f"bench-{run_id}-m-{i}" for i in range(n_measure)]))
 
         def load(prefix: str, total: int, duration: float) -> ghz_mod.Load:

@@ -28,7 +28,7 @@ from grpc.aio import Metadata
 
 from boutique.catalog import Catalog, Service
 from boutique.runtime import logs
-from boutique.runtime.config import TLSFiles, host_port
+from boutique.runtime.config import ConfigError, TLSFiles, host_port
 from boutique.runtime.metrics import ClientSeries
 from boutique.runtime.tls import channel_credentials
 
@@ -132,11 +132,15 @@ class Clients:
     """Creates and owns the channels a service uses to reach its callees."""
 
     def __init__(self, catalog: Catalog, env: Mapping[str, str], tls: TLSFiles | None,
-                 interceptors: Sequence[Any] = ()) -> None:
+                 interceptors: Sequence[Any] = (), *, caller: str = "", allowed: Sequence[str] | None = None) -> None:
         self.catalog = catalog
         self.env = env
         self.tls = tls
         self.interceptors = list(interceptors)  # extra grpc.aio interceptors for every channel (tracing)
+        self.caller = caller
+        # The callees the catalog gives the caller: a channel to any other service is refused (the
+        # call graph, and so the authorization policies, come from the catalog). None: no check.
+        self.allowed = None if allowed is None else frozenset(allowed)
         self._channels: dict[str, ObservedChannel] = {}
 
     def address(self, callee: str) -> str:
@@ -152,6 +156,10 @@ class Clients:
         ]
 
     def channel(self, callee: str) -> ObservedChannel:
+        if self.allowed is not None and callee not in self.allowed:
+            raise ConfigError(f"{self.caller or 'this service'} asks for a client of {callee}, which is not one of "
+                              f"its callees in the catalog ({', '.join(sorted(self.allowed)) or 'none'}); "
+                              f"add it to the callees in {self.catalog.path}")
         if callee not in self._channels:
             svc = self.catalog.get(callee)
             addr = self.address(callee)

@@ -51,14 +51,34 @@ from boutique.runtime.tls import server_credentials
 
 @dataclass(frozen=True)
 class ServiceDefinition:
-    """What a service module tells the runtime about itself."""
+    """What a service module tells the runtime about itself: its gRPC API and how to make its
+    servicer. Its name, port and callees are the catalog's, from the entry whose `module` it is."""
 
-    name: str  # catalog name, e.g. "cartservice"
-    grpc_service: str  # e.g. "hipstershop.CartService"
-    default_port: int  # the contract's port
+    module: str  # the implementing module's __name__, e.g. "boutique.cart"
     add_servicer: Callable[[Any, Any], None]  # demo_pb2_grpc.add_XServicer_to_server
     create: Callable[[ServiceContext], Any]  # returns the servicer (may be a coroutine)
-    callees: tuple[str, ...] = ()  # catalog names this service calls (checked against the catalog)
+
+    def entry(self, catalog: catalog_mod.Catalog | None = None) -> catalog_mod.Service:
+        """This service's catalog entry (the default catalog unless another is given)."""
+        name = self.module.removeprefix("boutique.").split(".")[0]
+        return (catalog or catalog_mod.default()).by_module(name)
+
+    @property
+    def name(self) -> str:
+        return self.entry().name
+
+    @property
+    def grpc_service(self) -> str:
+        return self.entry().grpc_service  # e.g. "hipstershop.CartService"
+
+    @property
+    def default_port(self) -> int:
+        return self.entry().port
+
+    def callees(self, catalog: catalog_mod.Catalog | None = None) -> tuple[str, ...]:
+        """The gRPC services it may call: the catalog's callees, Redis aside."""
+        cat = catalog or catalog_mod.default()
+        return tuple(c for c in self.entry(cat).callees if c != cat.redis.name)
 
 
 @dataclass
@@ -201,9 +221,12 @@ async def start(defn: ServiceDefinition, config: ServiceConfig, env: Mapping[str
     """Build and start the server; returns once it accepts calls and reports SERVING."""
     log = logging.getLogger(defn.name)
     tracer = tracing.from_env(defn.name, env)  # None unless tracing is on: then nothing is imported or wrapped
-    clients = Clients(catalog or catalog_mod.default(), env, config.tls, tracer.client_interceptors() if tracer else ())
+    cat = catalog or catalog_mod.default()
+    callees = defn.callees(cat)
+    clients = Clients(cat, env, config.tls, tracer.client_interceptors() if tracer else (),
+                      caller=defn.name, allowed=callees)
     ctx = ServiceContext(config=config, env=env, log=log, clients=clients, tracing=tracer)
-    for callee in defn.callees:
+    for callee in callees:
         clients.address(callee)  # a missing/malformed address fails at start-up, naming the variable
     try:
         servicer = defn.create(ctx)
