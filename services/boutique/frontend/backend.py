@@ -65,7 +65,8 @@ class FrontendClients(Clients):
 
     def __init__(self, catalog: Catalog, env: Mapping[str, str], tls: TLSFiles | None,
                  interceptors: Sequence[Any] = ()) -> None:
-        super().__init__(catalog, env, tls, interceptors)
+        me = catalog.by_module("frontend")  # a stub of anything but its catalog callees is refused
+        super().__init__(catalog, env, tls, interceptors, caller=me.name, allowed=me.callees)
         self.timeouts = {name: catalog.get(name).timeout for name in catalog.services}
         self.caches: list[RefreshingValue[Any]] = []  # closed before the channels
 
