@@ -113,14 +113,18 @@ def test_every_object_the_roles_make_is_in_the_cluster(first_run: PlaybookRun, k
 
 def test_unknown_fields_are_refused_not_pruned(first_run: PlaybookRun, tmp_path: Path) -> None:
     """Server-side apply validates strictly: a field the CRD's schema lacks fails the run."""
-    playbook = tmp_path / "bad.yml"
+    # Beside the other playbooks, so that playbooks/group_vars applies as it does to theirs.
+    playbook = ROOT / "playbooks" / f".pytest-strict-{tmp_path.name}.yml"
     playbook.write_text(yaml.safe_dump([{
         "name": "Apply an object with a misspelt field", "hosts": "boutique", "gather_facts": False,
         "tasks": [{"name": "Apply it", "ansible.builtin.include_role": {"name": "k8s_objects"}, "vars": {
             "k8s_objects_list": [{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
                                   "metadata": {"name": "strict-check", "namespace": NAMESPACE},
                                   "spec": {"mtls": {"mode": "STRICT", "mdoe": "PERMISSIVE"}}}]}}]}]))
-    run = run_playbook(str(playbook), inventory=TESTNODE_INVENTORY, env={"ANSIBLE_ROLES_PATH": str(ROOT / "roles")})
+    try:
+        run = run_playbook(str(playbook), inventory=TESTNODE_INVENTORY, env={"ANSIBLE_ROLES_PATH": str(ROOT / "roles")})
+    finally:
+        playbook.unlink()
     run.assert_failed_with(".spec.mtls.mdoe: field not declared in schema")
 
 
@@ -132,7 +136,9 @@ def test_the_shop_namespace_enforces_pod_security_restricted(first_run: Playbook
         core.create_namespaced_pod(NAMESPACE, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "escalate"},
                                                "spec": {"containers": [{"name": "x", "image": refs["frontend"],
                                                                         "securityContext": {"privileged": True}}]}})
-    assert refused.value.status == 403 and 'violates PodSecurity "restricted:latest"' in refused.value.body
+    assert refused.value.status == 403
+    message = json.loads(refused.value.body)["message"]  # the body is a JSON Status
+    assert 'violates PodSecurity "restricted:latest"' in message and "privileged" in message, message
 
 
 def test_drift_by_hand_is_reported_in_check_mode_and_put_right(second_run: PlaybookRun, apps: Any, kube: Any) -> None:
