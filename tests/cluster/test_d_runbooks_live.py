@@ -56,13 +56,18 @@ def snapshot(kube: Any, service: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def shop(test_node: Any, image_refs: dict[str, str], apps: Any) -> dict[str, str]:
-    """The shop as site.yml leaves it: test_c_site_apply deployed it; run alone, this deploys it."""
+    """The shop's image by Deployment name, as site.yml leaves it: test_c_site_apply deployed it;
+    run alone, this deploys it. (images.json also holds Jaeger's image and the SBOMs.)"""
+    from boutique import catalog as catalog_mod
+
+    cat = catalog_mod.default()
+    names = {s.name for s in cat.services.values() if s.deploy} | {cat.redis.name}  # the shop's Deployments
     refs = json.loads((ROOT / "rendered/testnode/images.json").read_text())
     deployed = {d.metadata.name for d in apps.list_namespaced_deployment(NAMESPACE).items
                 if (d.status.available_replicas or 0) >= 1} if NAMESPACE in _namespaces(apps) else set()
-    if not set(refs) <= deployed:
+    if not names <= deployed:
         run_playbook("playbooks/site/kubernetes.yml", inventory=TESTNODE_INVENTORY, timeout=1800).assert_ok()
-    return refs
+    return {name: refs[name] for name in sorted(names)}
 
 
 def _namespaces(apps: Any) -> set[str]:
