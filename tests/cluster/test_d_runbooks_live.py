@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TESTNODE_INVENTORY, wait_until
+from conftest import TESTNODE_INVENTORY, exec_in, wait_until
 from testkit import ROOT, PlaybookRun, run_playbook
 
 pytestmark = [pytest.mark.timeout(2700), pytest.mark.slow, pytest.mark.cluster]
@@ -222,8 +222,6 @@ def test_rotate_tls_replaces_the_gateway_secret_and_is_idempotent(shop: dict[str
                           "failed in the last full node run; cause not yet diagnosed", strict=False)
 def test_backup_and_restore_the_in_cluster_redis_round_trip(shop: dict[str, str], core: Any, kube: Any,
                                                            tmp_path: Path) -> None:
-    from conftest import exec_in
-
     redis_pod = core.list_namespaced_pod(NAMESPACE,
                                          label_selector="app.kubernetes.io/name=redis-cart").items[0].metadata.name
     exec_in(kube, NAMESPACE, redis_pod, ["redis-cli", "HSET", "backup-test-user", "data", "\x0a\x03abc", "absexp",
