@@ -219,12 +219,12 @@ class RunningService:
 async def start(defn: ServiceDefinition, config: ServiceConfig, env: Mapping[str, str],
                 catalog: catalog_mod.Catalog | None = None) -> RunningService:
     """Build and start the server; returns once it accepts calls and reports SERVING."""
-    log = logging.getLogger(defn.name)
-    tracer = tracing.from_env(defn.name, env)  # None unless tracing is on: then nothing is imported or wrapped
     cat = catalog or catalog_mod.default()
-    callees = defn.callees(cat)
+    name, callees = defn.entry(cat).name, defn.callees(cat)  # the one catalog this start reads
+    log = logging.getLogger(name)
+    tracer = tracing.from_env(name, env)  # None unless tracing is on: then nothing is imported or wrapped
     clients = Clients(cat, env, config.tls, tracer.client_interceptors() if tracer else (),
-                      caller=defn.name, allowed=callees)
+                      caller=name, allowed=callees)
     ctx = ServiceContext(config=config, env=env, log=log, clients=clients, tracing=tracer)
     for callee in callees:
         clients.address(callee)  # a missing/malformed address fails at start-up, naming the variable
