@@ -39,7 +39,7 @@ if str(REPO / "services") not in sys.path:
 
 # The catalog's own duration grammar (ms|s|m|h), so the lint, the roles and the services agree;
 # a CatalogError is a ValueError.
-from boutique.catalog import parse_duration  # noqa: E402
+from boutique.service_catalog import parse_duration  # noqa: E402
 
 TRUST_DOMAIN = "cluster.local"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}

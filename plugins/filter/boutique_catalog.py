@@ -1,6 +1,6 @@
 """Filters over the service catalog for every role and playbook.
 
-They use the Python loader's own validation and duration grammar (services/boutique/catalog.py),
+They use the Python loader's own validation and duration grammar (services/boutique/service_catalog.py),
 so the roles, the manifest lint and the services agree on what a valid catalog is:
 
   boutique_services | boutique_deployed(boutique_service_overrides)   deployed entries, overrides applied
@@ -22,7 +22,7 @@ _SERVICES = Path(__file__).resolve().parents[2] / "services"
 if _SERVICES.is_dir() and str(_SERVICES) not in sys.path:
     sys.path.insert(0, str(_SERVICES))
 
-from boutique import catalog as _catalog  # noqa: E402  (found through the checkout above)
+from boutique import service_catalog as _catalog  # noqa: E402  (found through the checkout above)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

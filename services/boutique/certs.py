@@ -153,7 +153,7 @@ def generate(out_dir: str | os.PathLike[str], names: Sequence[str]) -> Path:
 
 
 def _certs_command(args: argparse.Namespace) -> int:
-    from boutique import catalog as catalog_mod
+    from boutique import service_catalog as catalog_mod
 
     cat = catalog_mod.default()
     names = args.service or [s.name for s in cat.services.values() if s.deploy]

@@ -16,7 +16,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 from boutique.runtime.config import ConfigError
 
 

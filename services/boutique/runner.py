@@ -50,7 +50,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import boutique
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 60.0  # seconds for every service to report SERVING

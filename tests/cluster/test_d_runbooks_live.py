@@ -58,7 +58,7 @@ def snapshot(kube: Any, service: str) -> dict[str, Any]:
 def shop(test_node: Any, image_refs: dict[str, str], apps: Any) -> dict[str, str]:
     """The shop's image by Deployment name, as site.yml leaves it: test_c_site_apply deployed it;
     run alone, this deploys it. (images.json also holds Jaeger's image and the SBOMs.)"""
-    from boutique import catalog as catalog_mod
+    from boutique import service_catalog as catalog_mod
 
     cat = catalog_mod.default()
     names = {s.name for s in cat.services.values() if s.deploy} | {cat.redis.name}  # the shop's Deployments

@@ -15,7 +15,7 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 from boutique.frontend.server import BackgroundFrontend
 from boutique.runtime.server import BackgroundService, start_backends
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from testkit import free_port
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 from boutique.productcatalog import DEFINITION as CATALOG_DEFINITION
 from boutique.runtime.server import BackgroundService, ServiceContext, ServiceDefinition
 

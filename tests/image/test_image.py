@@ -13,8 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from image_lib import NETWORK, ROOT, build_args, docker, free_port
 
-from boutique import catalog as catalog_mod
 from boutique import currency
+from boutique import service_catalog as catalog_mod
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 

@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from image_lib import ROOT, docker, free_port, require_tool
 from testkit import DAEMONIZE, PlaybookRun, moto_server, run_playbook
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 
 # The module fixture builds and pushes every image twice: allow more than the default 600s.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]

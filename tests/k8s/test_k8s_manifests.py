@@ -375,7 +375,7 @@ def test_a_bad_catalog_entry_fails_with_a_clear_message(tmp_path):
     # Only the broken entry and the frontend: the run fails fast at the broken one.
     broken = [s for s in broken if s["name"] in {"frontend", "productcatalogservice"}][::-1]
     vars_file.write_text(yaml.safe_dump({"boutique_services": broken}))
-    # The services' own catalog validation (services/boutique/catalog.py) answers, through the
+    # The services' own catalog validation (services/boutique/service_catalog.py) answers, through the
     # boutique_catalog_checked filter: one set of rules for the roles and the Python loader.
     run_playbook("local", tmp_path / "out", "-e", f"@{vars_file}", "--tags", "microservice").assert_failed_with(
         "the service catalog is invalid: boutique_services[0] (productcatalogservice): retries.attempts (5) x "

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from ops_playbook_lib import require_tool, run_playbook, start_shop
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

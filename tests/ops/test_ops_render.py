@@ -17,7 +17,7 @@ import pytest
 import yaml
 from ops_playbook_lib import ROOT, run_playbook
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import istio_crds

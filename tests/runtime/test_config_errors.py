@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 
 pytestmark = [pytest.mark.slow]
 CAT = catalog_mod.default()

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from runtime_samples import SAMPLES, place_order
 from runtime_shop import scrape
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runner import Shop

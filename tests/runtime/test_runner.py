@@ -17,7 +17,7 @@ import pytest
 from runtime_samples import SAMPLES, place_order
 from runtime_shop import alive, handled
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 from boutique.runner import PortInUseError, Shop, free_port_offset, port_free, start_on_free_offset
 
 pytestmark = [pytest.mark.slow]

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from boutique import catalog as catalog_mod
 from boutique import productcatalog
+from boutique import service_catalog as catalog_mod
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runner import Shop, ShopError, start_on_free_offset

@@ -9,7 +9,7 @@ import importlib
 
 import pytest
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.config import ConfigError

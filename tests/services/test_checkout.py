@@ -25,8 +25,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boutique import catalog as catalog_mod
 from boutique import money
+from boutique import service_catalog as catalog_mod
 from boutique.checkout import DEFINITION
 from boutique.money import multiply
 from boutique.proto import demo_pb2 as pb

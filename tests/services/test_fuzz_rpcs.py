@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 from boutique.proto import demo_pb2 as pb
 
 EXAMPLES = int(os.environ.get("BOUTIQUE_FUZZ_EXAMPLES", "40"))

@@ -18,7 +18,7 @@ import pytest
 from testkit import CHECKOUT_FORM, require_tool
 from tracing_kit import Jaeger, OtlpReceiver, run_jaeger
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runner import Shop, start_on_free_offset
@@ -189,7 +189,7 @@ from boutique.runtime.server import BackgroundService
 from boutique import currency
 from boutique.frontend.app import create_app
 from boutique.frontend import config
-from boutique import catalog
+from boutique import service_catalog as catalog
 with BackgroundService(currency.DEFINITION, {}) as svc:
     clients_wrapped = svc.running.ctx.clients.interceptors
     tracer = svc.running.ctx.tracing

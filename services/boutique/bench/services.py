@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 from boutique.bench import ghz as ghz_mod
 from boutique.bench import pyclient
 from boutique.bench.pyclient import ADDRESS, CART_LINES, card

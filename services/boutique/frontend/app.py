@@ -37,13 +37,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from boutique import money
-from boutique.catalog import Catalog
 from boutique.frontend import protect, validation
 from boutique.frontend.backend import Backend, BackendError, FrontendClients
 from boutique.frontend.config import SHARED_SESSION_ID, FrontendConfig
 from boutique.money import MoneyError
 from boutique.proto import demo_pb2 as pb
 from boutique.runtime import logs, tracing
+from boutique.service_catalog import Catalog
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "shop_session-id"

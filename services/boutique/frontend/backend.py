@@ -26,13 +26,13 @@ from typing import Any, TypeVar
 
 import grpc
 
-from boutique.catalog import Catalog, Service
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime import logs
 from boutique.runtime.cache import RefreshingValue, TtlMemo
 from boutique.runtime.client import Clients, service_config
 from boutique.runtime.config import TLSFiles, cache_ttl
+from boutique.service_catalog import Catalog, Service
 
 T = TypeVar("T")
 log = logging.getLogger("frontend.backend")

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 from boutique.runtime.config import ConfigError, ServiceConfig, env_bool, env_float, env_str, host_port
 
 SERVICE = "frontend"

@@ -21,7 +21,7 @@ from typing import Any
 
 import uvicorn
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 from boutique.frontend import config as config_mod
 from boutique.frontend import protect
 from boutique.frontend.app import Shared, create_app

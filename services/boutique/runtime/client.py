@@ -26,11 +26,11 @@ from typing import Any
 import grpc
 from grpc.aio import Metadata
 
-from boutique.catalog import Catalog, Service
 from boutique.runtime import logs
 from boutique.runtime.config import ConfigError, TLSFiles, host_port
 from boutique.runtime.metrics import ClientSeries
 from boutique.runtime.tls import channel_credentials
+from boutique.service_catalog import Catalog, Service
 
 MAX_GRPC_ATTEMPTS = 5  # grpcio caps maxAttempts at 5
 

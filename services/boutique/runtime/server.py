@@ -40,7 +40,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from boutique import catalog as catalog_mod
+from boutique import service_catalog as catalog_mod
 from boutique.runtime import logs, metrics, tracing
 from boutique.runtime.client import Clients
 from boutique.runtime.config import ConfigError, ServiceConfig

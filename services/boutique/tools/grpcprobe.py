@@ -58,7 +58,7 @@ def parse_target(text: str) -> tuple[str, str]:
 
 def local_targets(names: Sequence[str], host: str, offset: int) -> list[tuple[str, str]]:
     """(name, host:port) of catalog services as the local runner places them."""
-    from boutique import catalog as catalog_mod
+    from boutique import service_catalog as catalog_mod
 
     if offset < 0:
         raise ProbeError(f"--port-offset {offset} must not be negative")
