@@ -17,7 +17,7 @@ import httpx
 import pytest
 from testkit import ROOT, require_tool
 
-from boutique.runner import Shop, start_on_free_offset
+from boutique.dev.shop import Shop, start_on_free_offset
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from boutique.runner import Shop
+from boutique.dev.shop import Shop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.browser]
 

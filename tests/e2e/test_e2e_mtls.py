@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from boutique.runner import start_on_free_offset
+from boutique.dev.shop import start_on_free_offset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -29,7 +29,7 @@ import httpx
 import pytest
 from testkit import CHECKOUT_FORM
 
-from boutique.runner import Shop
+from boutique.dev.shop import Shop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -151,7 +151,7 @@ def drive_load(base_url: str, rounds: int) -> None:
 @pytest.mark.slow
 def test_dashboard_queries_return_data_from_a_live_shop(tmp_path):
     prometheus = require_tool("prometheus", "scrapes the live shop")
-    runner = pytest.importorskip("boutique.runner", reason="the local runner (boutique.runner) is not available")
+    runner = pytest.importorskip("boutique.dev.shop", reason="the local shop (boutique.dev.shop) is not available")
     offset = runner.free_port_offset()
     with runner.Shop(port_offset=offset, mtls=False) as shop:
         targets = shop.metrics_targets()

@@ -51,7 +51,7 @@ OPS_PORT_OFFSETS = (311, 337, 363, 389, 413, 439)
 
 def start_shop(**kwargs):
     """Start a local Shop on the first free ops port offset (real processes)."""
-    from boutique.runner import PortInUseError, Shop
+    from boutique.dev.shop import PortInUseError, Shop
 
     last: Exception | None = None
     for offset in OPS_PORT_OFFSETS:

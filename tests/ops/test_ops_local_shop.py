@@ -1,4 +1,4 @@
-"""Ops playbooks against the real local shop (boutique.runner.Shop, mutual TLS on):
+"""Ops playbooks against the real local shop (boutique.dev.shop.Shop, mutual TLS on):
 smoke-test.yml walks the buying flow, verify-mtls.yml probes every gRPC service,
 backup-cart.yml / restore-cart.yml round-trip a cart the frontend wrote to Redis."""
 

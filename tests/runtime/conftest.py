@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from boutique.runner import Shop, start_on_free_offset
+from boutique.dev.shop import Shop, start_on_free_offset
 
 
 @pytest.fixture(scope="session")

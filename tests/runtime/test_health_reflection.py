@@ -8,7 +8,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from boutique import service_catalog as catalog_mod
-from boutique.runner import Shop
+from boutique.dev.shop import Shop
 
 pytestmark = [pytest.mark.slow]
 CAT = catalog_mod.default()

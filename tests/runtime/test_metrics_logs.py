@@ -16,9 +16,9 @@ from runtime_samples import SAMPLES, place_order
 from runtime_shop import scrape
 
 from boutique import service_catalog as catalog_mod
+from boutique.dev.shop import Shop
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from boutique.runner import Shop
 from boutique.runtime.client import Clients
 
 pytestmark = [pytest.mark.slow]

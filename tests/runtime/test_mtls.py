@@ -16,9 +16,9 @@ from runtime_samples import SAMPLES, place_order
 
 from boutique import service_catalog as catalog_mod
 from boutique.certs import CertificateAuthority
+from boutique.dev.shop import Shop, start_on_free_offset
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from boutique.runner import Shop, start_on_free_offset
 
 pytestmark = [pytest.mark.slow]
 CAT = catalog_mod.default()

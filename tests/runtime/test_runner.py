@@ -1,4 +1,4 @@
-"""The local runner (boutique.runner.Shop and `boutique run`) with real processes and sockets."""
+"""The local runner (boutique.dev.shop.Shop and `boutique run`) with real processes and sockets."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from runtime_samples import SAMPLES, place_order
 from runtime_shop import alive, handled
 
 from boutique import service_catalog as catalog_mod
-from boutique.runner import PortInUseError, Shop, free_port_offset, port_free, start_on_free_offset
+from boutique.dev.shop import PortInUseError, Shop, free_port_offset, port_free, start_on_free_offset
 
 pytestmark = [pytest.mark.slow]
 CAT = catalog_mod.default()

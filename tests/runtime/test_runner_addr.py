@@ -11,9 +11,10 @@ import pytest
 
 from boutique import productcatalog
 from boutique import service_catalog as catalog_mod
+from boutique.dev.shop import Shop, ShopError, start_on_free_offset
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from boutique.runner import Shop, ShopError, start_on_free_offset
+from boutique.runner import table
 from boutique.runtime import metrics
 from boutique.runtime.server import BackgroundService
 
@@ -48,7 +49,7 @@ def test_addr_points_the_callers_at_the_service_elsewhere(elsewhere: BackgroundS
     try:
         assert shop.names == ["recommendationservice"]
         assert shop.env_for("recommendationservice")[CATALOG_ENV] == elsewhere.address
-        assert f"productcatalogservice  elsewhere: {elsewhere.address} (--addr)" in shop.table()
+        assert f"productcatalogservice  elsewhere: {elsewhere.address} (--addr)" in table(shop)
         before = _list_products_served()
         assert _recommend(shop), "no recommendations"
         assert _list_products_served() == before + 1  # the one elsewhere answered

@@ -10,9 +10,9 @@ import grpc
 import pytest
 from testkit import require_tool
 
+from boutique.dev.shop import start_on_free_offset
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from boutique.runner import start_on_free_offset
 
 pytestmark = [pytest.mark.slow]
 

@@ -17,9 +17,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from testkit import free_port
 
+from boutique.dev.shop import port_free
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from boutique.runner import port_free
 
 pytestmark = [pytest.mark.slow]
 SERVING = health_pb2.HealthCheckResponse.SERVING

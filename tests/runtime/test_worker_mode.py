@@ -14,7 +14,7 @@ import pytest
 from runtime_samples import SAMPLES
 from runtime_shop import alive, handled
 
-from boutique.runner import Shop, free_port_offset, port_free, start_on_free_offset
+from boutique.dev.shop import Shop, free_port_offset, port_free, start_on_free_offset
 
 pytestmark = [pytest.mark.slow]
 

@@ -19,9 +19,9 @@ from testkit import CHECKOUT_FORM, require_tool
 from tracing_kit import Jaeger, OtlpReceiver, run_jaeger
 
 from boutique import service_catalog as catalog_mod
+from boutique.dev.shop import Shop, start_on_free_offset
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from boutique.runner import Shop, start_on_free_offset
 from boutique.runtime import tracing
 from boutique.runtime.config import ConfigError
 from boutique.runtime.server import BackgroundService

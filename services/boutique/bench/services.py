@@ -4,7 +4,7 @@ baseline, and PlaceOrder end to end.
     python -m boutique.bench.services --out artifacts/bench-services.json    (make bench-services)
 
 What it does:
-  * starts the shop with the local runner (boutique.runner.Shop, real processes on 127.0.0.1,
+  * starts the shop with the local runner (boutique.dev.shop.Shop, real processes on 127.0.0.1,
     redis when installed) with BOUTIQUE_ACCESS_LOG=errors (the default, as production logs);
   * starts a baseline beside it (boutique.bench.baseline: a bare grpc.aio server answering
     Convert and GetProduct with constants) and measures it with the same client and settings;
@@ -392,7 +392,7 @@ def run_mode(driver: Driver, client: str, cat: catalog_mod.Catalog, args: argpar
              baseline: Baseline | None, distributions: dict[str, list[float]]) -> list[Result]:
     """Every RPC (and PlaceOrder) against a shop with `workers` processes per service; PlaceOrder's
     latencies go to `distributions`."""
-    from boutique.runner import start_on_free_offset
+    from boutique.dev.shop import start_on_free_offset
 
     payloads = _payloads()
     env = {"BOUTIQUE_ACCESS_LOG": "errors", "LOG_LEVEL": "warning"}

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from boutique import loadgen
-from boutique.runner import Shop, ShopError, start_on_free_offset
+from boutique.dev.shop import Shop, ShopError, start_on_free_offset
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_RATIO = 0.6
