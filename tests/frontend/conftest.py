@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from boutique import service_catalog as catalog_mod
+from boutique.dev.inprocess import BackgroundService, start_backends
 from boutique.frontend.server import BackgroundFrontend
-from boutique.runtime.server import BackgroundService, start_backends
 
 
 @pytest.fixture(scope="module")

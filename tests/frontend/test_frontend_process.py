@@ -15,8 +15,9 @@ import pytest
 from testkit import free_port
 
 from boutique import service_catalog as catalog_mod
+from boutique.dev.inprocess import BackgroundService
 from boutique.productcatalog import DEFINITION as CATALOG_DEFINITION
-from boutique.runtime.server import BackgroundService, ServiceContext, ServiceDefinition
+from boutique.runtime.server import ServiceContext, ServiceDefinition
 
 pytestmark = pytest.mark.slow
 

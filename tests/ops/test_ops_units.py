@@ -12,7 +12,7 @@ import sys
 import pytest
 from ops_playbook_lib import ROOT
 
-from boutique.runtime.server import BackgroundService
+from boutique.dev.inprocess import BackgroundService
 from boutique.tools import cartbackup, grpcprobe
 
 _spec = importlib.util.spec_from_file_location("ops_objects", ROOT / "plugins/filter/ops_objects.py")

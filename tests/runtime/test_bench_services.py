@@ -18,9 +18,9 @@ from boutique import currency
 from boutique.bench import baseline
 from boutique.bench import ghz as ghz_mod
 from boutique.bench import services as bench
+from boutique.dev.inprocess import BackgroundService
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from boutique.runtime.server import BackgroundService
 
 # The shape ghz v0.121.0 writes with -O json (trimmed: no options, histogram).
 GHZ_JSON = {

@@ -11,12 +11,12 @@ import pytest
 
 from boutique import productcatalog
 from boutique import service_catalog as catalog_mod
+from boutique.dev.inprocess import BackgroundService
 from boutique.dev.shop import Shop, ShopError, start_on_free_offset
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runner import table
 from boutique.runtime import metrics
-from boutique.runtime.server import BackgroundService
 
 CAT = catalog_mod.default()
 CATALOG_ENV = CAT.get("productcatalogservice").addr_env

@@ -10,10 +10,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from boutique import currency
+from boutique.dev.inprocess import BackgroundService
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime import server as server_mod
-from boutique.runtime.server import BackgroundService, ServiceDefinition
+from boutique.runtime.server import ServiceDefinition
 
 
 def handled(service: str, method: str, code: str) -> float:

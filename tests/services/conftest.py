@@ -6,7 +6,7 @@ running in-process, wired together by their contract env addresses.
                   every server started is stopped at the end of the test.
   unused_port     a TCP port on 127.0.0.1 nothing listens on (testkit.free_port()).
   all_services    (module scope) every deployable gRPC service of the catalog, started in
-                  callee-first order (boutique.runtime.server.start_backends); the cart uses its
+                  callee-first order (boutique.dev.inprocess.start_backends); the cart uses its
                   in-memory store.
                   A dict: catalog name -> BackgroundService.
 """
@@ -19,7 +19,7 @@ from contextlib import ExitStack
 import pytest
 from testkit import RedisServer, free_port, require_tool
 
-from boutique.runtime.server import BackgroundService, start_backends
+from boutique.dev.inprocess import BackgroundService, start_backends
 
 
 @pytest.fixture

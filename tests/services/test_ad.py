@@ -6,9 +6,9 @@ import grpc
 import pytest
 
 from boutique.ad import DEFINITION
+from boutique.dev.inprocess import BackgroundService
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from boutique.runtime.server import BackgroundService
 
 # The contract's table (facts: kept verbatim).
 TABLE = [

@@ -11,10 +11,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from boutique.cart import CART_TTL_SECONDS, DEFINITION, RedisStore, store_from_env
+from boutique.dev.inprocess import BackgroundService
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.config import ConfigError
-from boutique.runtime.server import BackgroundService
 
 PRODUCTS = ("OLJCESPC7Z", "66VCHSJNUP", "1YMWWN1N4O")
 

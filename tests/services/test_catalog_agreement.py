@@ -10,10 +10,11 @@ import importlib
 import pytest
 
 from boutique import service_catalog as catalog_mod
+from boutique.dev.inprocess import BackgroundService
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.config import ConfigError
-from boutique.runtime.server import BackgroundService, ServiceDefinition
+from boutique.runtime.server import ServiceDefinition
 
 CATALOG = catalog_mod.default()
 GRPC_SERVICES = CATALOG.grpc_services()

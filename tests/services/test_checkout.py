@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 from boutique import money
 from boutique import service_catalog as catalog_mod
 from boutique.checkout import DEFINITION
+from boutique.dev.inprocess import BackgroundService
 from boutique.money import multiply
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from boutique.runtime.server import BackgroundService
 
 CARD = pb.CreditCardInfo(credit_card_number="4432-8015-6152-0454", credit_card_cvv=672,
                          credit_card_expiration_year=2039, credit_card_expiration_month=1)

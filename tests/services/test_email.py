@@ -20,10 +20,10 @@ from cryptography.x509.oid import NameOID
 from testkit import free_port
 
 from boutique import email as email_svc
+from boutique.dev.inprocess import BackgroundService
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.config import ConfigError
-from boutique.runtime.server import BackgroundService
 
 EVIL = '<script>alert("x")</script>'
 

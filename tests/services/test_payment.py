@@ -10,10 +10,10 @@ import grpc
 import pytest
 
 from boutique import payment
+from boutique.dev.inprocess import BackgroundService
 from boutique.payment import DEFINITION
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from boutique.runtime.server import BackgroundService
 
 FUTURE_YEAR = time.localtime().tm_year + 3
 

@@ -11,11 +11,11 @@ import grpc
 import pytest
 
 from boutique import productcatalog
+from boutique.dev.inprocess import BackgroundService
 from boutique.productcatalog import DEFINITION, parse_go_duration
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.config import ConfigError
-from boutique.runtime.server import BackgroundService
 
 # id, name, (units, nanos), categories, picture: the contract's table, in its order.
 CONTRACT = [

@@ -9,10 +9,11 @@ import pytest
 from testkit import free_port
 
 from boutique import productcatalog, recommendation
+from boutique.dev.inprocess import BackgroundService
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime.config import ConfigError
-from boutique.runtime.server import BackgroundService, ServiceDefinition
+from boutique.runtime.server import ServiceDefinition
 
 IDS = ["OLJCESPC7Z", "66VCHSJNUP", "1YMWWN1N4O", "L9ECAV7KIM", "2ZYFJ3GM2N", "0PUK6V6EV0", "LS4PSXUNUM",
        "9SIQT8TOJO", "6E92ZMYYFZ"]

@@ -8,9 +8,9 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from boutique.dev.inprocess import BackgroundService
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
-from boutique.runtime.server import BackgroundService
 from boutique.shipping import DEFINITION
 
 TRACKING = re.compile(r"^[A-Y]{2}-\d+-\d+$")

@@ -19,12 +19,12 @@ from testkit import CHECKOUT_FORM, require_tool
 from tracing_kit import Jaeger, OtlpReceiver, run_jaeger
 
 from boutique import service_catalog as catalog_mod
+from boutique.dev.inprocess import BackgroundService
 from boutique.dev.shop import Shop, start_on_free_offset
 from boutique.proto import demo_pb2 as pb
 from boutique.proto import demo_pb2_grpc as rpc
 from boutique.runtime import tracing
 from boutique.runtime.config import ConfigError
-from boutique.runtime.server import BackgroundService
 
 CAT = catalog_mod.default()
 # The services one order touches (the issue's list), and the call graph they must show.
@@ -185,7 +185,7 @@ def test_a_service_with_bad_tracing_settings_exits_2_naming_them() -> None:
 # --------------------------------------------------------------------------- off is free
 _OFF_PROBE = """
 import json, sys
-from boutique.runtime.server import BackgroundService
+from boutique.dev.inprocess import BackgroundService
 from boutique import currency
 from boutique.frontend.app import create_app
 from boutique.frontend import config
