@@ -141,9 +141,6 @@ def test_the_shop_namespace_enforces_pod_security_restricted(first_run: Playbook
     assert 'violates PodSecurity "restricted:latest"' in message and "privileged" in message, message
 
 
-@pytest.mark.xfail(reason="known open defect (issue 11 stays open): "
-                          "failed in the last full node run; the fix (count, not diff text) "
-                          "is not yet verified on a node", strict=False)
 def test_drift_by_hand_is_reported_in_check_mode_and_put_right(second_run: PlaybookRun, apps: Any, kube: Any) -> None:
     from kubernetes import client
 

@@ -197,9 +197,8 @@ def test_fault_injection_on_and_off_restores_the_virtualservice(shop: dict[str, 
     assert snapshot(kube, "currencyservice") == before
 
 
-@pytest.mark.xfail(reason="known open defect (issue 11 stays open): "
-                          "failed in the last full node run (a 7-day test certificate; fixed, "
-                          "the rest of the flow not yet verified)", strict=False)
+@pytest.mark.xfail(reason="known open defect (issue 11 stays open): failed in the last node run; "
+                          "cause not yet diagnosed", strict=False)
 def test_rotate_tls_replaces_the_gateway_secret_and_is_idempotent(shop: dict[str, str], core: Any,
                                                                   tmp_path: Path) -> None:
     from boutique.certs import CertificateAuthority
@@ -218,8 +217,6 @@ def test_rotate_tls_replaces_the_gateway_secret_and_is_idempotent(shop: dict[str
     assert runbook("rotate-tls", files).assert_ok().changed == 0
 
 
-@pytest.mark.xfail(reason="known open defect (issue 11 stays open): "
-                          "failed in the last full node run; cause not yet diagnosed", strict=False)
 def test_backup_and_restore_the_in_cluster_redis_round_trip(shop: dict[str, str], core: Any, kube: Any,
                                                            tmp_path: Path) -> None:
     redis_pod = core.list_namespaced_pod(NAMESPACE,

@@ -33,10 +33,6 @@ def labelled_leftovers(kube: Any) -> list[str]:
     return sorted(set(found))
 
 
-# Not run in CI for now: the last full node run failed it (the node was left empty of our objects,
-# so the second, idempotent run is the suspect), and each try costs minutes of the CI budget.
-@pytest.mark.xfail(reason="known open defect (issue 11 stays open): failed in the last full node run; "
-                          "cause not yet diagnosed", strict=False, run=False)
 def test_teardown_leaves_nothing_of_ours_and_runs_again(test_node: Any, kube: Any, core: Any) -> None:
     from kubernetes import client
 

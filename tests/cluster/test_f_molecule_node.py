@@ -15,12 +15,14 @@ pytestmark = [pytest.mark.timeout(2700), pytest.mark.slow, pytest.mark.cluster, 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-# Not run in CI for now: node-istio and node-observability failed in the last full node run (the
-# cause is not yet diagnosed) and each scenario costs minutes of the CI budget. By hand:
-# `boutique cluster up && molecule test -s node-microservice`.
-@pytest.mark.xfail(reason="known open defect (issue 11 stays open): the node scenarios failed in the last full "
-                          "node run", strict=False, run=False)
-@pytest.mark.parametrize("scenario", ["node-istio", "node-observability", "node-microservice"])
+# node-istio passes on the node; node-observability did not finish within the last run's time limit
+# (not yet diagnosed) and node-microservice was not reached: both are not run in CI until then.
+_NOT_YET = pytest.mark.xfail(reason="known open defect (issue 11 stays open): did not finish in the last node run",
+                             strict=False, run=False)
+
+
+@pytest.mark.parametrize("scenario", ["node-istio", pytest.param("node-observability", marks=_NOT_YET),
+                                      pytest.param("node-microservice", marks=_NOT_YET)])
 def test_node_scenario_converges_idempotently_and_verifies(test_node: Any, image_refs: dict[str, str],
                                                            scenario: str) -> None:
     env = ansible_env({"NO_COLOR": "1"})
