@@ -23,6 +23,7 @@ In Python (tests, benchmarks), from boutique.dev.shop:
         shop.address("cartservice")  # "127.0.0.1:7370"
         shop.base_url                # "http://127.0.0.1:8380"
 """
+
 from __future__ import annotations
 
 import argparse

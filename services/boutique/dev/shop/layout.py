@@ -55,6 +55,7 @@ def _unservable(module: str) -> str:
         return f"module boutique.{module} has neither DEFINITION nor main() yet"
     return ""
 
+
 class ShopLayout:
     """The plan of a local shop (see Shop for the arguments): validated at construction."""
 

@@ -49,6 +49,7 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return "(no log)"
     return "\n".join(text[-lines:]) or "(log is empty)"
 
+
 def free_port_offset(lo: int = 200, hi: int = 5400, tries: int = 50, **shop_kwargs: object) -> int:
     """A random port offset in [lo, hi) whose shop ports are all free right now (tests, benchmarks:
     several people can run theirs on one machine at the same time)."""
