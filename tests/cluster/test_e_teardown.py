@@ -4,6 +4,8 @@ run again."""
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,3 +48,17 @@ def test_teardown_leaves_nothing_of_ours_and_runs_again(test_node: Any, kube: An
     assert not [c for c in crds if c.endswith(".istio.io") or c.endswith(".monitoring.coreos.com")], crds
     again = run_playbook("playbooks/teardown.yml", inventory=TESTNODE_INVENTORY, timeout=1800).assert_ok()
     assert again.changed == 0
+
+
+def test_rotate_tls_on_a_torn_down_cluster_names_the_missing_namespace(test_node: Any, tmp_path: Path) -> None:
+    """After teardown the gateway's namespace is gone: rotate-tls says so and changes nothing."""
+    from boutique.certs import CertificateAuthority
+
+    issued = CertificateAuthority("rotate-tls test CA", validity=dt.timedelta(days=90)).issue(
+        "shop.testnode.local", dns=("shop.testnode.local",))
+    (tmp_path / "cert.pem").write_bytes(issued.cert_pem)
+    (tmp_path / "key.pem").write_bytes(issued.key_pem)
+    run = run_playbook("playbooks/rotate-tls.yml", {"tls_cert_file": str(tmp_path / "cert.pem"),
+                                                    "tls_key_file": str(tmp_path / "key.pem")},
+                       inventory=TESTNODE_INVENTORY)
+    run.assert_failed_with("namespace istio-ingress does not exist on the cluster: run site.yml first")
