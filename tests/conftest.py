@@ -10,6 +10,18 @@ from pathlib import Path
 import pytest
 from testkit import ROOT, require_tool
 
+# `make test` runs two lanes at once (pytest-xdist: -n 2 --dist loadgroup). The tests that share the
+# test node, the Docker engine and the loopback registry (tests/cluster, tests/image) run in file order
+# in one worker; every other test runs in file order in the other. Each lane is serial inside, as a
+# plain `pytest tests` is: the lanes share no port, folder or daemon.
+SHARED_HOST_LANE = frozenset({"cluster", "image"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.relative_to(ROOT / "tests").parts[0] if item.path.is_relative_to(ROOT / "tests") else ""
+        item.add_marker(pytest.mark.xdist_group("node" if folder in SHARED_HOST_LANE else "rest"))
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
