@@ -277,7 +277,9 @@ def test_rotate_tls_from_files_writes_the_gateway_secret_and_checks_the_certific
     assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
     secret = objects(secret_file)[0]
     assert secret["type"] == "kubernetes.io/tls"
-    assert base64.b64decode(secret["data"]["tls.crt"]) == good_cert.read_bytes().rstrip(b"\n")
+    # Byte for byte, the PEM's final newline included.
+    assert base64.b64decode(secret["data"]["tls.crt"]) == good_cert.read_bytes()
+    assert base64.b64decode(secret["data"]["tls.key"]) == good_key.read_bytes()
     assert_valid([secret])
     istio_objects = [o for p in sorted((render_dir / "istio").glob("*.yaml")) for o in objects(p)]
     gateway = get(istio_objects, "Gateway", "boutique-gateway")
@@ -296,7 +298,7 @@ def test_rotate_tls_from_files_writes_the_gateway_secret_and_checks_the_certific
     short_cert, short_key = _cert(tmp_path, "short", domain, 3)
     ops(render_dir, "rotate-tls.yml", tls_cert_file=str(short_cert), tls_key_file=str(short_key)).assert_failed_with(
         "within tls_min_valid_days (7)")
-    assert base64.b64decode(objects(secret_file)[0]["data"]["tls.crt"]) == good_cert.read_bytes().rstrip(b"\n")
+    assert base64.b64decode(objects(secret_file)[0]["data"]["tls.crt"]) == good_cert.read_bytes()
 
 
 def test_rotate_tls_reissues_a_self_signed_certificate(render_dir, tmp_path):
