@@ -44,7 +44,7 @@ run-mtls: setup ## the same, every hop over mutual TLS
 
 test: setup system-deps go-tools ## every test: lint, unit, integration, e2e, ansible against moto, manifests
 	mkdir -p $(ARTIFACTS)
-	$(BIN)/pytest -n 2 --dist loadgroup tests
+	$(BIN)/pytest -n 2 --dist loadscope tests
 
 lint: setup ## linters only (ruff, yamllint, ansible-lint)
 	$(BIN)/pytest tests -m lint

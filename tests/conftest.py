@@ -10,17 +10,23 @@ from pathlib import Path
 import pytest
 from testkit import ROOT, require_tool
 
-# `make test` runs two lanes at once (pytest-xdist: -n 2 --dist loadgroup). The tests that share the
-# test node, the Docker engine and the loopback registry (tests/cluster, tests/image) run in file order
-# in one worker; every other test runs in file order in the other. Each lane is serial inside, as a
-# plain `pytest tests` is: the lanes share no port, folder or daemon.
+# `make test` runs two lanes at once (pytest-xdist: -n 2 --dist loadscope, with the scopes below).
+# The tests that share the test node, the Docker engine and the loopback registry (tests/cluster,
+# tests/image) run in file order in one worker; every other test runs in file order in the other.
+# Each lane is serial inside, as a plain `pytest tests` is, and the lanes share no port, folder or
+# daemon. Without xdist this hook is never called.
 SHARED_HOST_LANE = frozenset({"cluster", "image"})
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        folder = item.path.relative_to(ROOT / "tests").parts[0] if item.path.is_relative_to(ROOT / "tests") else ""
-        item.add_marker(pytest.mark.xdist_group("node" if folder in SHARED_HOST_LANE else "rest"))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TwoLanes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            parts = nodeid.split("/", 2)
+            return "node" if len(parts) > 2 and parts[0] == "tests" and parts[1] in SHARED_HOST_LANE else "rest"
+
+    return TwoLanes(config, log)
 
 
 @pytest.fixture(scope="session")
