@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +174,22 @@ def run_playbook(playbook: str, extra_vars: Mapping[str, Any] | None = None, *, 
     proc = subprocess.run(args, cwd=ROOT, env=ansible_env(env, unset), capture_output=True, text=True,
                           timeout=timeout, check=False)
     return PlaybookRun(args, proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 120, interval: float = 1) -> Any:
+    """Poll until check() is truthy (bounded); the last exception or value goes into the failure."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+            last = value
+        except Exception as exc:  # not yet: an API answering 404/409, a refused connection, a wrong answer
+            last = exc
+        time.sleep(interval)
+    pytest.fail(f"{what} within {timeout:.0f}s (last: {last!r})")
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:

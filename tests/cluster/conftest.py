@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import IN_CI, ROOT, require_tool, run_playbook
+from testkit import IN_CI, ROOT, require_tool, run_playbook, wait_until
 
 TESTNODE_INVENTORY = "inventories/testnode"
 
@@ -97,22 +96,6 @@ def image_refs(test_node: Any, docker_engine: None) -> dict[str, str]:
     refs = json.loads(refs_file.read_text())
     assert refs, "the images stage recorded no image"
     return refs
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 120, interval: float = 1) -> Any:
-    """Poll until check() is truthy (bounded); the last exception or value goes into the failure."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-            last = value
-        except Exception as exc:  # the API may answer 404/409 while things start
-            last = exc
-        time.sleep(interval)
-    pytest.fail(f"{what} within {timeout:.0f}s (last: {last!r})")
 
 
 def pod_logs_when_done(core: Any, namespace: str, name: str, timeout: float = 120) -> str:

@@ -8,7 +8,8 @@ import json
 from typing import Any
 
 import pytest
-from conftest import exec_in, pod_logs_when_done, wait_until
+from conftest import exec_in, pod_logs_when_done
+from testkit import wait_until
 
 pytestmark = [pytest.mark.timeout(2700), pytest.mark.slow, pytest.mark.cluster]
 

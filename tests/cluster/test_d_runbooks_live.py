@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TESTNODE_INVENTORY, exec_in, wait_until
-from testkit import ROOT, PlaybookRun, run_playbook
+from conftest import TESTNODE_INVENTORY, exec_in
+from testkit import ROOT, PlaybookRun, run_playbook, wait_until
 
 pytestmark = [pytest.mark.timeout(2700), pytest.mark.slow, pytest.mark.cluster]
 

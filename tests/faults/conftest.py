@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from testkit import ROOT, require_tool
+from testkit import ROOT, require_tool, wait_until
 
 from boutique.dev.shop import Shop, start_on_free_offset
 from boutique.dev.shop.processes import tail
@@ -72,22 +71,19 @@ def warm_up(shop: Shop) -> None:
     cart's Redis connection; on a loaded CI machine (the node lane runs beside this one) that
     first call can overrun the cart's 2 s deadline and the shop rightly answers 500. The tests
     measure faults, not a cold start, so they begin once one add-to-cart has gone through."""
-    last = "no answer"
-    deadline = time.monotonic() + WARM_UP_SECONDS
     with httpx.Client(base_url=shop.base_url, follow_redirects=False, timeout=10) as client:
         client.cookies.set("shop_session-id", str(uuid.uuid4()))
-        while time.monotonic() < deadline:
-            try:
-                r = client.post("/cart", data={"product_id": "OLJCESPC7Z", "quantity": "1"})
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            else:
-                if r.status_code == 302:
-                    return
-                last = f"{r.status_code} {r.text[:300]!r}"
-            time.sleep(0.5)
-    pytest.fail(f"the shop took no add-to-cart within {WARM_UP_SECONDS}s; last answer: {last}\n"
-                f"frontend log:\n{tail(shop.log_path('frontend'), 30)}")
+
+        def one_item_added() -> bool:
+            r = client.post("/cart", data={"product_id": "OLJCESPC7Z", "quantity": "1"})
+            if r.status_code != 302:  # the answer goes into the failure message
+                raise AssertionError(f"{r.status_code} {r.text[:300]!r}")
+            return True
+
+        try:
+            wait_until("an add-to-cart through the fresh shop", one_item_added, timeout=WARM_UP_SECONDS, interval=0.5)
+        except pytest.fail.Exception as exc:
+            pytest.fail(f"{exc}\nfrontend log:\n{tail(shop.log_path('frontend'), 30)}")
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from testkit import CHECKOUT_FORM
+from testkit import CHECKOUT_FORM, wait_until
 
 from boutique.dev.shop import Shop
 
@@ -98,18 +97,6 @@ def fetch(user: User, page: str, product: str) -> httpx.Response:
     return user.client.get(path)
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout}s")
-
-
 def kill9(shop: Shop, name: str) -> None:
     pid = shop.pid(name)
     assert pid is not None, f"{name} is not running"
@@ -166,7 +153,8 @@ def test_kill_9_each_backend_pages_degrade_or_fail_cleanly_and_recover(fault_sho
         fault_shop.start_service(name)
         # recovered: every page works again (reconnects within the frontend's 2 s backoff)
         wait_until(f"the shop after {name} came back",
-                   lambda: all(fetch(users[0], p, PRODUCTS[0]).status_code == 200 for p in PAGES))
+                   lambda: all(fetch(users[0], p, PRODUCTS[0]).status_code == 200 for p in PAGES),
+                   timeout=20, interval=0.1)
         lost = sum(1 for u in users if u.cart(fault_shop) != u.acknowledged)
         results.add(f"kill -9 {name}", requests, errors, lost, 0, time.monotonic() - start,
                     ("pages degrade" if set(EXPECT[name].values()) == {"ok"} else "clean 5xx where needed")
