@@ -32,8 +32,9 @@ def namespace(core: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def currency(core: Any, apps: Any, namespace: str, image_refs: dict[str, str]) -> str:
-    """currencyservice from its pushed digest, behind a Service, Ready through its gRPC probe."""
+def currency(kube: Any, core: Any, apps: Any, namespace: str, image_refs: dict[str, str]) -> str:
+    """currencyservice from its pushed digest, behind a Service with a ready endpoint, Ready through
+    its gRPC probe."""
     image = image_refs["currencyservice"]
     assert "@sha256:" in image and image.startswith("127.0.0.1:")
     labels = {"app": "currency"}
@@ -59,6 +60,15 @@ def currency(core: Any, apps: Any, namespace: str, image_refs: dict[str, str]) -
 
     wait_until("currency Deployment Available (image pulled from the loopback registry, gRPC probe passing)",
                available, timeout=240)
+
+    def ready_endpoint() -> bool:  # the EndpointSlice controller lists the pod after it is Ready
+        from kubernetes import client
+
+        slices = client.DiscoveryV1Api(kube).list_namespaced_endpoint_slice(
+            namespace, label_selector="kubernetes.io/service-name=currencyservice").items
+        return any(e.conditions and e.conditions.ready for s in slices for e in (s.endpoints or []))
+
+    wait_until("the currencyservice Service lists the pod as a ready endpoint", ready_endpoint, timeout=60)
     return image
 
 
@@ -108,9 +118,16 @@ def test_a_pod_finds_a_service_by_name_and_reaches_it_through_kube_proxy(
         "import json, socket, subprocess, sys\n"
         f"print('resolved', socket.gethostbyname('{fqdn}'))\n"
         "print('short', socket.gethostbyname('currencyservice'))\n"
-        "out = subprocess.run([sys.executable, '-m', 'boutique.tools.grpcprobe', '--target',"
+        # kube-proxy writes the Service's rules a moment after the endpoint appears: up to 15 tries
+        "import time\n"
+        "for attempt in range(15):\n"
+        "    out = subprocess.run([sys.executable, '-m', 'boutique.tools.grpcprobe', '--target',"
         f" 'currencyservice={fqdn}:7000', '--modes', 'plaintext'], capture_output=True, text=True).stdout\n"
-        "print('probe', json.dumps(json.loads(out)['results'][0]))\n")
+        "    result = json.loads(out)['results'][0]\n"
+        "    if result['ok']:\n"
+        "        break\n"
+        "    time.sleep(1)\n"
+        "print('probe', json.dumps(result))\n")
     log = python_pod_log(core, namespace, "dns-client", currency, script)
     service_ip = core.read_namespaced_service("currencyservice", namespace).spec.cluster_ip
     assert f"resolved {service_ip}" in log and f"short {service_ip}" in log, log
